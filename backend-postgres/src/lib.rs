@@ -1,0 +1,8 @@
+//! # backend-postgres
+//!
+//! PostgreSQL backend (sqlx): event, snapshot, state and read stores, outbox bus.
+//!
+//! Not implemented yet: this crate compiles so the workspace and the facade's feature
+//! compile; its issue in the tracker describes what it will hold.
+
+pub use cqrs_core;

@@ -1,0 +1,8 @@
+//! # cqrs-runtime
+//!
+//! Runtime pieces that need tokio: projection runner, relay, handler middleware.
+//!
+//! Not implemented yet: this crate compiles so the workspace and the facade's feature
+//! compile; its issue in the tracker describes what it will hold.
+
+pub use cqrs_core;
