@@ -1,0 +1,180 @@
+//! Aggregates and the repositories that load and save them.
+//!
+//! - [`EventSourcedRepository`]: events are the state. Load = latest usable snapshot plus
+//!   later events through the upcasters; save = append at the loaded version.
+//! - [`StateRepository`]: only the current state is stored ([`crate::StateStore`]).
+//! - [`HybridRepository`]: events are the source of truth; a state row is written after each
+//!   append under a version guard and repaired on load when it lags.
+//!
+//! Domain events are serde enums. The variant name is the event type and the variant's
+//! content is the payload, so `OrderEvent::Placed { qty: 2 }` is stored as type `"Placed"`
+//! with payload `{"qty":2}`.
+
+mod event_sourced;
+mod hybrid;
+mod state_based;
+
+use serde::{de::DeserializeOwned, Serialize};
+
+pub use event_sourced::{EventSourcedRepository, Loaded};
+pub use hybrid::HybridRepository;
+pub use state_based::StateRepository;
+
+use crate::{codec::Codec, codec::Json, compression, ContentType, Error, EventData, Result};
+
+/// A consistency boundary: decides on commands, changes only by applying its events.
+///
+/// `Serialize`/`Deserialize` of the aggregate itself is its snapshot (and state-row) format;
+/// bump [`Aggregate::SNAPSHOT_REVISION`] when it changes so old snapshots are ignored.
+pub trait Aggregate: Default + Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// What it is asked to do.
+    type Command: Send;
+    /// What happened: a serde enum (see the module docs).
+    type Event: Serialize + DeserializeOwned + Send + Sync;
+    /// Why a command was refused.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Prefix of its stream ids (`"order"` gives `"order-<id>"`) and its state kind.
+    const KIND: &'static str;
+
+    /// Revision of the snapshot format.
+    const SNAPSHOT_REVISION: u32 = 1;
+
+    /// Decides: the events a command causes, or why it is refused. Must not mutate.
+    ///
+    /// # Errors
+    /// The domain's refusal.
+    fn handle(&self, command: Self::Command) -> std::result::Result<Vec<Self::Event>, Self::Error>;
+
+    /// Evolves the state by one event. Must not fail: the event already happened.
+    fn apply(&mut self, event: &Self::Event);
+}
+
+/// Why a repository call failed: the domain refused, or the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RepositoryError<E: std::error::Error + 'static> {
+    /// The aggregate refused the command; nothing was written.
+    #[error("command refused: {0}")]
+    Domain(#[source] E),
+    /// A store, codec or concurrency error.
+    #[error(transparent)]
+    Store(#[from] Error),
+}
+
+impl<E: std::error::Error + 'static> RepositoryError<E> {
+    /// The store error, if that is what this is.
+    pub fn store_error(&self) -> Option<&Error> {
+        match self {
+            RepositoryError::Store(e) => Some(e),
+            RepositoryError::Domain(_) => None,
+        }
+    }
+}
+
+/// What executing a command did.
+#[derive(Debug)]
+pub struct Executed {
+    /// The stream (or state) version after the command.
+    pub version: u64,
+    /// How many events the command produced.
+    pub events: usize,
+    /// How many times the command was re-run on fresh state after a conflict.
+    pub conflict_retries: u32,
+    /// Whether a snapshot was taken.
+    pub snapshot_taken: bool,
+    /// A snapshot that failed to save: the command itself succeeded.
+    pub snapshot_error: Option<Error>,
+}
+
+/// Splits a serde-enum event into its type name and JSON payload.
+///
+/// # Errors
+/// [`Error::Codec`] if the value is not an externally tagged enum variant.
+pub fn encode_event<E: Serialize>(event: &E) -> Result<(String, serde_json::Value)> {
+    match serde_json::to_value(event).map_err(|e| Error::codec("event encode", e))? {
+        serde_json::Value::String(unit) => Ok((unit, serde_json::Value::Null)),
+        serde_json::Value::Object(map) if map.len() == 1 => {
+            let Some((ty, payload)) = map.into_iter().next() else {
+                return Err(Error::codec("event encode", "empty event object"));
+            };
+            Ok((ty, payload))
+        }
+        other => Err(Error::codec(
+            "event encode",
+            format!("domain events must be externally tagged serde enums, got {other}"),
+        )),
+    }
+}
+
+/// Rebuilds a serde-enum event from its type name and JSON payload.
+///
+/// # Errors
+/// [`Error::Codec`] if the type is unknown to `E` or the payload does not fit.
+pub fn decode_event<E: DeserializeOwned>(event_type: &str, payload: serde_json::Value) -> Result<E> {
+    let value = if payload.is_null() {
+        serde_json::Value::String(event_type.to_owned())
+    } else {
+        serde_json::json!({ event_type: payload })
+    };
+    serde_json::from_value(value).map_err(|e| Error::codec(format!("event decode of {event_type}"), e))
+}
+
+/// Turns domain events into [`EventData`] (fresh ids, JSON content) at `schema_version`.
+pub(crate) fn to_event_data<E: Serialize>(
+    events: &[E],
+    schema_version: impl Fn(&str) -> u32,
+) -> Result<Vec<EventData>> {
+    events
+        .iter()
+        .map(|e| {
+            let (ty, payload) = encode_event(e)?;
+            let bytes = Json::encode(&payload)?;
+            let v = schema_version(&ty);
+            Ok(EventData::new(ty, ContentType::Json, bytes).with_schema_version(v))
+        })
+        .collect()
+}
+
+/// Decodes a stored (and upcast) event into a domain event.
+pub(crate) fn from_event_data<E: DeserializeOwned>(data: &EventData) -> Result<E> {
+    let raw = compression::decompress(data.content_encoding, &data.payload)?;
+    let payload: serde_json::Value = crate::codec::decode_as(data.content_type, &raw)?;
+    decode_event(&data.event_type, payload)
+}
+
+/// Builds `<KIND>-<id>`.
+pub(crate) fn stream_of<A: Aggregate>(id: &str) -> Result<crate::StreamId> {
+    crate::StreamId::new(format!("{}-{id}", A::KIND))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    enum CounterEvent {
+        Added { by: i64 },
+        Closed,
+    }
+
+    #[test]
+    fn serde_enum_events_split_and_rebuild() {
+        let (ty, payload) = encode_event(&CounterEvent::Added { by: 3 }).unwrap();
+        assert_eq!(
+            (ty.as_str(), payload.clone()),
+            ("Added", serde_json::json!({"by": 3}))
+        );
+        assert_eq!(
+            decode_event::<CounterEvent>(&ty, payload).unwrap(),
+            CounterEvent::Added { by: 3 }
+        );
+        let (ty, payload) = encode_event(&CounterEvent::Closed).unwrap();
+        assert_eq!(
+            decode_event::<CounterEvent>(&ty, payload).unwrap(),
+            CounterEvent::Closed
+        );
+        assert!(decode_event::<CounterEvent>("Nope", serde_json::json!({})).is_err());
+        assert!(encode_event(&5).is_err());
+    }
+}
