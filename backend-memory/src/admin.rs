@@ -1,0 +1,156 @@
+//! [`Admin`] for [`MemoryBackend`]: raw reads, imports and state changes for operators.
+
+use std::ops::Bound;
+
+use async_trait::async_trait;
+use cqrs_core::{
+    check_version, Admin, Error, EventData, ExpectedVersion, ImportedEvent, RecordedEvent, Result, StreamId,
+    StreamState,
+};
+
+use crate::state::{count, page, EventLog};
+use crate::MemoryBackend;
+
+impl EventLog {
+    /// Imports a commit with explicit versions, ids and timestamps (limits already checked).
+    fn import(&mut self, stream: &StreamId, events: Vec<ImportedEvent>) -> Result<()> {
+        let Some(first) = events.first().map(|e| e.version) else {
+            return Ok(());
+        };
+        if first == 0 {
+            return Err(Error::invalid("imported versions start at 1"));
+        }
+        check_version(first.saturating_add(count(events.len()) - 1))?;
+        if events
+            .iter()
+            .enumerate()
+            .any(|(i, e)| first.checked_add(count(i)) != Some(e.version))
+        {
+            return Err(Error::invalid(format!(
+                "imported versions of {stream} must be contiguous from {first}"
+            )));
+        }
+        let state = self.state_of(stream);
+        let Some(current) = state.last_version() else {
+            return Err(Error::StreamDeleted {
+                stream: stream.clone(),
+            });
+        };
+        // Idempotency first, as for appends: the same ids at the same versions are a no-op.
+        let mut hits = 0;
+        for e in &events {
+            match self.committed_in(stream, &e.data.event_id) {
+                Some(v) if v == e.version => hits += 1,
+                Some(v) => {
+                    return Err(Error::IdempotencyMismatch {
+                        stream: stream.clone(),
+                        reason: format!(
+                            "event id {} is committed at version {v}, the import puts it at {}",
+                            e.data.event_id, e.version
+                        ),
+                    })
+                }
+                None => {}
+            }
+        }
+        if hits == events.len() {
+            return Ok(());
+        }
+        if hits > 0 {
+            return Err(Error::IdempotencyMismatch {
+                stream: stream.clone(),
+                reason: format!(
+                    "{hits} of {} imported event ids are already committed",
+                    events.len()
+                ),
+            });
+        }
+        if first != current + 1 {
+            return Err(Error::Conflict {
+                stream: stream.clone(),
+                expected: ExpectedVersion::Exact(first - 1).normalized(),
+                actual: state,
+            });
+        }
+        self.check_globally_new(stream, events.iter().map(|e| &e.data.event_id))?;
+        self.write(
+            stream,
+            first,
+            events.into_iter().map(|e| (e.recorded_at, e.data)).collect(),
+        )?;
+        Ok(())
+    }
+
+    /// Sets a stream's state if it agrees with the stored events. Hiding is never undone:
+    /// setting `Live` on a soft-deleted stream keeps its old events hidden.
+    fn set_state(&mut self, stream: &StreamId, state: StreamState) -> Result<()> {
+        let last = self.record(stream).map_or(0, |r| r.last_version());
+        let contradicts = |what: &str| {
+            Err(Error::invalid(format!(
+                "cannot set {stream} to {state}: {what} (its last stored version is {last})"
+            )))
+        };
+        match state {
+            StreamState::Missing if last > 0 => return contradicts("it holds events"),
+            StreamState::Missing if self.record(stream).is_none() => return Ok(()),
+            StreamState::Live(v) | StreamState::SoftDeleted(v) if v == 0 || v != last => {
+                return contradicts("the version must be its last stored version")
+            }
+            _ => {}
+        }
+        let i = self.index_or_create(stream);
+        if let Some(record) = self.streams.get_mut(i) {
+            record.state = state;
+            if let StreamState::SoftDeleted(v) = state {
+                record.visible_from = record.visible_from.max(v.saturating_add(1));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Admin for MemoryBackend {
+    #[tracing::instrument(skip_all, err, fields(store = "memory", limit = limit))]
+    async fn list_all_streams(
+        &self,
+        after: Option<&StreamId>,
+        limit: usize,
+    ) -> Result<Vec<(StreamId, StreamState)>> {
+        self.begin()?;
+        let inner = self.lock()?;
+        let log = &inner.log;
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(log
+            .by_name
+            .range::<StreamId, _>((lower, Bound::Unbounded))
+            .filter_map(|(id, &i)| log.streams.get(i).map(|r| (id.clone(), r.state)))
+            .take(limit)
+            .collect())
+    }
+
+    #[tracing::instrument(skip_all, err, fields(store = "memory", stream = %stream, from = from, max = max))]
+    async fn read_raw(&self, stream: &StreamId, from: u64, max: usize) -> Result<Vec<RecordedEvent>> {
+        self.begin()?;
+        let inner = self.lock()?;
+        let Some(record) = inner.log.record(stream) else {
+            return Ok(Vec::new());
+        };
+        let events = record.events_between(from, record.last_version()).iter();
+        Ok(page(events, max, self.limits.max_read_bytes))
+    }
+
+    #[tracing::instrument(skip_all, err, fields(store = "memory", stream = %stream, events = events.len()))]
+    async fn import_commit(&self, stream: &StreamId, events: Vec<ImportedEvent>) -> Result<()> {
+        self.begin()?;
+        let data: Vec<EventData> = events.iter().map(|e| e.data.clone()).collect();
+        self.limits.check_batch(&data)?;
+        self.lock()?.log.import(stream, events)
+    }
+
+    #[tracing::instrument(skip_all, err, fields(store = "memory", stream = %stream, state = %state))]
+    async fn set_stream_state(&self, stream: &StreamId, state: StreamState) -> Result<()> {
+        self.begin()?;
+        self.lock()?.log.set_state(stream, state)
+    }
+}
