@@ -1,1 +1,187 @@
-//! facade
+//! # cqrs
+//!
+//! CQRS and event sourcing in Rust with pluggable storage. This facade re-exports
+//! [`cqrs_core`] (types, traits, pure logic), [`runtime`] (what needs tokio) and the backends
+//! enabled by Cargo features: `memory` (default), `postgres`, `redis`, `mongo`. Features only
+//! make backends available; the application picks one at run time with [`connect`], which
+//! dispatches on the URL scheme and returns trait objects, so switching backend is a change
+//! of URL.
+//!
+//! ```
+//! use cqrs::{EventData, EventStore, ExpectedVersion, StreamId};
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> cqrs::Result<()> {
+//! let stores = cqrs::connect("memory:").await?;
+//! let stream: StreamId = "order-1".parse()?;
+//! let placed = EventData::json("Placed", &serde_json::json!({ "qty": 2 }))?;
+//! let out = stores.events.append(&stream, ExpectedVersion::NoStream, vec![placed]).await?;
+//! assert_eq!(out.first_version, 1);
+//! # Ok(()) }
+//! ```
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub use cqrs_core::*;
+pub use cqrs_runtime as runtime;
+
+#[cfg(feature = "memory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
+pub use backend_memory as memory;
+
+#[cfg(feature = "mongo")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mongo")))]
+pub use backend_mongo as mongo;
+
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use backend_postgres as postgres;
+
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use backend_redis as redis;
+
+/// The backends [`connect`] knows, by URL scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// `memory:` — the in-memory reference backend (feature `memory`).
+    Memory,
+    /// `postgres://` or `postgresql://` (feature `postgres`).
+    Postgres,
+    /// `redis://`, `rediss://` or `redis+cluster://` (feature `redis`).
+    Redis,
+    /// `mongodb://` or `mongodb+srv://` (feature `mongo`).
+    Mongo,
+}
+
+impl BackendKind {
+    /// Which backend a URL names, from its scheme alone. Never echoes the URL (it may hold
+    /// credentials).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for an unparsable URL or an unknown scheme.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let scheme = url
+            .split_once(':')
+            .map(|(s, _)| s.to_ascii_lowercase())
+            .ok_or_else(|| Error::invalid("a store URL needs a scheme, such as memory: or postgres://"))?;
+        match scheme.as_str() {
+            "memory" => Ok(BackendKind::Memory),
+            "postgres" | "postgresql" => Ok(BackendKind::Postgres),
+            "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => Ok(BackendKind::Redis),
+            "mongodb" | "mongodb+srv" => Ok(BackendKind::Mongo),
+            other => Err(Error::invalid(format!(
+                "unknown store URL scheme {other:?}: expected memory:, postgres://, redis://, rediss://, redis+cluster:// or mongodb://"
+            ))),
+        }
+    }
+
+    /// The Cargo feature that makes this backend available.
+    pub const fn feature(self) -> &'static str {
+        match self {
+            BackendKind::Memory => "memory",
+            BackendKind::Postgres => "postgres",
+            BackendKind::Redis => "redis",
+            BackendKind::Mongo => "mongo",
+        }
+    }
+}
+
+/// Opens the backend a URL names and returns its stores as trait objects.
+///
+/// | scheme | backend | feature |
+/// |---|---|---|
+/// | `memory:` | in-memory reference backend | `memory` (default) |
+/// | `postgres://`, `postgresql://` | PostgreSQL | `postgres` |
+/// | `redis://`, `rediss://`, `redis+cluster://` | Redis, single node or Cluster | `redis` |
+/// | `mongodb://`, `mongodb+srv://` | MongoDB | `mongo` |
+///
+/// # Errors
+/// [`Error::InvalidInput`] for an unknown scheme or a backend whose feature is not enabled
+/// (the message names the feature); [`Error::Unsupported`] for a backend that is not
+/// implemented yet; connection errors of the backend.
+pub async fn connect(url: &str) -> Result<Stores> {
+    let kind = BackendKind::from_url(url)?;
+    match kind {
+        #[cfg(feature = "memory")]
+        BackendKind::Memory => Ok(backend_memory::MemoryBackend::new().stores()),
+        #[cfg(feature = "postgres")]
+        BackendKind::Postgres => Err(Error::Unsupported {
+            capability: "the PostgreSQL backend is not implemented yet",
+        }),
+        #[cfg(feature = "redis")]
+        BackendKind::Redis => Err(Error::Unsupported {
+            capability: "the Redis backend is not implemented yet",
+        }),
+        #[cfg(feature = "mongo")]
+        BackendKind::Mongo => Err(Error::Unsupported {
+            capability: "the MongoDB backend is not implemented yet",
+        }),
+        #[allow(unreachable_patterns)]
+        other => Err(Error::invalid(format!(
+            "{other:?} URLs need the `{}` feature of the cqrs crate",
+            other.feature()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemes_map_to_backends() {
+        assert_eq!(BackendKind::from_url("memory:").ok(), Some(BackendKind::Memory));
+        assert_eq!(
+            BackendKind::from_url("postgresql://u:p@h/db").ok(),
+            Some(BackendKind::Postgres)
+        );
+        assert_eq!(BackendKind::from_url("REDIS://h").ok(), Some(BackendKind::Redis));
+        assert_eq!(
+            BackendKind::from_url("redis+cluster://h:7000").ok(),
+            Some(BackendKind::Redis)
+        );
+        assert_eq!(
+            BackendKind::from_url("mongodb+srv://h").ok(),
+            Some(BackendKind::Mongo)
+        );
+    }
+
+    #[test]
+    fn errors_never_echo_credentials() {
+        let err = BackendKind::from_url("ftp://user:hunter2@host")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ftp") && !err.contains("hunter2"), "{err}");
+        assert!(BackendKind::from_url("no-scheme").is_err());
+    }
+
+    #[cfg(not(feature = "mongo"))]
+    #[tokio::test]
+    async fn a_disabled_backend_names_its_feature() {
+        let err = connect("mongodb://user:secret@127.0.0.1")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`mongo` feature") && !err.contains("secret"),
+            "{err}"
+        );
+    }
+
+    #[cfg(feature = "memory")]
+    #[tokio::test]
+    async fn memory_url_gives_working_stores() {
+        let stores = connect("memory:").await.unwrap();
+        let s: StreamId = "s".parse().unwrap();
+        let e = EventData::json("E", &1).unwrap();
+        let out = stores
+            .events
+            .append(&s, ExpectedVersion::NoStream, vec![e])
+            .await
+            .unwrap();
+        assert_eq!(out.next_expected, 1);
+        assert_eq!(
+            stores.events.stream_state(&s).await.unwrap(),
+            StreamState::Live(1)
+        );
+    }
+}
