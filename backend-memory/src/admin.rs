@@ -111,7 +111,7 @@ impl EventLog {
 
 #[async_trait]
 impl Admin for MemoryBackend {
-    #[tracing::instrument(skip_all, err, fields(store = "memory", limit = limit))]
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", limit = limit))]
     async fn list_all_streams(
         &self,
         after: Option<&StreamId>,
@@ -129,7 +129,7 @@ impl Admin for MemoryBackend {
             .collect())
     }
 
-    #[tracing::instrument(skip_all, err, fields(store = "memory", stream = %stream, from = from, max = max))]
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", stream = %stream, from = from, max = max))]
     async fn read_raw(&self, stream: &StreamId, from: u64, max: usize) -> Result<Vec<RecordedEvent>> {
         self.begin()?;
         let inner = self.lock()?;
@@ -140,7 +140,7 @@ impl Admin for MemoryBackend {
         Ok(page(events, max, self.limits.max_read_bytes))
     }
 
-    #[tracing::instrument(skip_all, err, fields(store = "memory", stream = %stream, events = events.len()))]
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", stream = %stream, events = events.len()))]
     async fn import_commit(&self, stream: &StreamId, events: Vec<ImportedEvent>) -> Result<()> {
         self.begin()?;
         let data: Vec<EventData> = events.iter().map(|e| e.data.clone()).collect();
@@ -148,7 +148,7 @@ impl Admin for MemoryBackend {
         self.lock()?.log.import(stream, events)
     }
 
-    #[tracing::instrument(skip_all, err, fields(store = "memory", stream = %stream, state = %state))]
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", stream = %stream, state = %state))]
     async fn set_stream_state(&self, stream: &StreamId, state: StreamState) -> Result<()> {
         self.begin()?;
         self.lock()?.log.set_state(stream, state)

@@ -50,14 +50,14 @@ impl Inner {
 
 #[async_trait]
 impl CheckpointStore for MemoryBackend {
-    #[tracing::instrument(skip_all, err, fields(store = "memory", name = %name))]
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", name = %name))]
     async fn load(&self, name: &str) -> Result<Option<Checkpoint>> {
         self.begin()?;
         validate_name("checkpoint name", name)?;
         Ok(self.lock()?.checkpoints.get(name).cloned())
     }
 
-    #[tracing::instrument(skip_all, err, fields(store = "memory", name = %name, epoch = lease_epoch))]
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", name = %name, epoch = lease_epoch))]
     async fn save(&self, name: &str, checkpoint: &Checkpoint, lease_epoch: u64) -> Result<()> {
         self.begin()?;
         let mut inner = self.lock()?;
@@ -66,7 +66,7 @@ impl CheckpointStore for MemoryBackend {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, err, fields(store = "memory", name = %name, epoch = lease_epoch))]
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", name = %name, epoch = lease_epoch))]
     async fn reset(&self, name: &str, lease_epoch: u64) -> Result<()> {
         self.begin()?;
         validate_name("checkpoint name", name)?;
@@ -76,7 +76,7 @@ impl CheckpointStore for MemoryBackend {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, err, fields(store = "memory", name = %name, owner = %owner, ttl = ?ttl))]
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", name = %name, owner = %owner, ttl = ?ttl))]
     async fn acquire(&self, name: &str, owner: &str, ttl: Duration) -> Result<Lease> {
         self.begin()?;
         validate_name("lease name", name)?;
@@ -104,7 +104,7 @@ impl CheckpointStore for MemoryBackend {
         Ok(lease)
     }
 
-    #[tracing::instrument(skip_all, err, fields(store = "memory", name = %lease.name, owner = %lease.owner, epoch = lease.epoch, ttl = ?ttl))]
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", name = %lease.name, owner = %lease.owner, epoch = lease.epoch, ttl = ?ttl))]
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
         self.begin()?;
         let now = self.clock.now();
@@ -122,7 +122,7 @@ impl CheckpointStore for MemoryBackend {
         }
     }
 
-    #[tracing::instrument(skip_all, err, fields(store = "memory", name = %lease.name, owner = %lease.owner, epoch = lease.epoch))]
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", name = %lease.name, owner = %lease.owner, epoch = lease.epoch))]
     async fn release(&self, lease: &Lease) -> Result<()> {
         self.begin()?;
         let now = self.clock.now();

@@ -286,7 +286,7 @@ impl EventStore for MemoryBackend {
         self.identity.clone()
     }
 
-    #[tracing::instrument(skip_all, err, fields(store = "memory", stream = %stream, expected = %expected, events = events.len()))]
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", stream = %stream, expected = %expected, events = events.len()))]
     async fn append(
         &self,
         stream: &StreamId,
@@ -299,7 +299,7 @@ impl EventStore for MemoryBackend {
         self.lock()?.log.append(stream, expected, events, now)
     }
 
-    #[tracing::instrument(skip_all, err, fields(store = "memory", stream = %stream, from = from, max = max))]
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", stream = %stream, from = from, max = max))]
     async fn read_stream(&self, stream: &StreamId, from: u64, max: usize) -> Result<Vec<RecordedEvent>> {
         self.begin()?;
         let inner = self.lock()?;
@@ -313,7 +313,7 @@ impl EventStore for MemoryBackend {
         Ok(page(events, max, self.limits.max_read_bytes))
     }
 
-    #[tracing::instrument(skip_all, err, fields(store = "memory", stream = %stream, from = ?from, max = max))]
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", stream = %stream, from = ?from, max = max))]
     async fn read_stream_backward(
         &self,
         stream: &StreamId,
@@ -334,13 +334,13 @@ impl EventStore for MemoryBackend {
         Ok(page(events, max, self.limits.max_read_bytes))
     }
 
-    #[tracing::instrument(skip_all, err, fields(store = "memory", stream = %stream))]
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", stream = %stream))]
     async fn stream_state(&self, stream: &StreamId) -> Result<StreamState> {
         self.begin()?;
         Ok(self.lock()?.log.state_of(stream))
     }
 
-    #[tracing::instrument(skip_all, err, fields(store = "memory", max = max))]
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", max = max))]
     async fn read_all(&self, from: &Checkpoint, max: usize, filter: &EventFilter) -> Result<Batch> {
         self.begin()?;
         self.lock()?
@@ -348,7 +348,7 @@ impl EventStore for MemoryBackend {
             .read_all(&self.identity, from, max, self.limits.max_read_bytes, filter)
     }
 
-    #[tracing::instrument(skip_all, err, fields(store = "memory", stream = %stream, expected = %expected, mode = ?mode))]
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", stream = %stream, expected = %expected, mode = ?mode))]
     async fn delete_stream(
         &self,
         stream: &StreamId,
@@ -363,13 +363,13 @@ impl EventStore for MemoryBackend {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, err, fields(store = "memory", stream = %stream, version = version))]
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", stream = %stream, version = version))]
     async fn truncate_before(&self, stream: &StreamId, version: u64) -> Result<()> {
         self.begin()?;
         self.lock()?.log.truncate(stream, version)
     }
 
-    #[tracing::instrument(skip_all, err, fields(store = "memory", limit = limit))]
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", limit = limit))]
     async fn list_streams(&self, after: Option<&StreamId>, limit: usize) -> Result<StreamPage> {
         self.begin()?;
         let inner = self.lock()?;
@@ -389,7 +389,7 @@ impl EventStore for MemoryBackend {
         Ok(StreamPage { streams, next })
     }
 
-    #[tracing::instrument(skip_all, err, fields(store = "memory"))]
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory"))]
     async fn close(&self) -> Result<()> {
         // `begin` counts the call; its `Closed` answer is ignored: closing twice is fine.
         let _ = self.begin();

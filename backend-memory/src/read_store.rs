@@ -73,7 +73,7 @@ impl Inner {
 
 #[async_trait]
 impl ReadStore for MemoryBackend {
-    #[tracing::instrument(skip_all, err, fields(store = "memory", collection = %collection, field = %field, ty = ?ty))]
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", collection = %collection, field = %field, ty = ?ty))]
     async fn ensure_index(&self, collection: &str, field: &str, ty: FieldType) -> Result<()> {
         self.begin()?;
         check_collection(collection)?;
@@ -97,7 +97,7 @@ impl ReadStore for MemoryBackend {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, err, fields(store = "memory", collection = %collection, id = %document.id))]
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", collection = %collection, id = %document.id))]
     async fn upsert(&self, collection: &str, document: Document) -> Result<()> {
         self.begin()?;
         check_collection(collection)?;
@@ -113,7 +113,7 @@ impl ReadStore for MemoryBackend {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, err, fields(store = "memory", collection = %collection, documents = documents.len()))]
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", collection = %collection, documents = documents.len()))]
     async fn upsert_batch(&self, collection: &str, documents: Vec<Document>) -> Result<()> {
         self.begin()?;
         check_collection(collection)?;
@@ -130,7 +130,7 @@ impl ReadStore for MemoryBackend {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, err, fields(store = "memory", collection = %collection, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", collection = %collection, id = %id))]
     async fn get(&self, collection: &str, id: &str) -> Result<Option<Document>> {
         self.begin()?;
         check_collection(collection)?;
@@ -145,7 +145,7 @@ impl ReadStore for MemoryBackend {
             .cloned())
     }
 
-    #[tracing::instrument(skip_all, err, fields(store = "memory", collection = %collection, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", collection = %collection, id = %id))]
     async fn delete(&self, collection: &str, id: &str) -> Result<bool> {
         self.begin()?;
         check_collection(collection)?;
@@ -159,7 +159,7 @@ impl ReadStore for MemoryBackend {
         Ok(removed.is_some_and(|d| !d.is_expired(now)))
     }
 
-    #[tracing::instrument(skip_all, err, fields(store = "memory", collection = %collection))]
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", collection = %collection))]
     async fn query(&self, collection: &str, query: &Query) -> Result<QueryPage> {
         self.begin()?;
         check_collection(collection)?;
@@ -172,7 +172,7 @@ impl ReadStore for MemoryBackend {
         Ok(QueryPage { documents, next })
     }
 
-    #[tracing::instrument(skip_all, err, fields(store = "memory", collection = %collection))]
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", collection = %collection))]
     async fn count(&self, collection: &str, filters: &[Filter]) -> Result<u64> {
         self.begin()?;
         check_collection(collection)?;
@@ -194,7 +194,7 @@ impl ReadStore for MemoryBackend {
         Ok(count(n))
     }
 
-    #[tracing::instrument(skip_all, err, fields(store = "memory", name = %checkpoint.name, epoch = checkpoint.lease_epoch, changes = changes.len()))]
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", name = %checkpoint.name, epoch = checkpoint.lease_epoch, changes = changes.len()))]
     async fn commit(&self, changes: Vec<Change>, checkpoint: CheckpointUpdate) -> Result<()> {
         self.begin()?;
         let mut inner = self.lock()?;
@@ -205,7 +205,7 @@ impl ReadStore for MemoryBackend {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, err, fields(store = "memory", collection = %collection))]
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", collection = %collection))]
     async fn sweep_expired(&self, collection: &str) -> Result<u64> {
         self.begin()?;
         check_collection(collection)?;
@@ -219,7 +219,7 @@ impl ReadStore for MemoryBackend {
         Ok(count(before - c.documents.len()))
     }
 
-    #[tracing::instrument(skip_all, err, fields(store = "memory", collection = %collection))]
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", collection = %collection))]
     async fn drop_collection(&self, collection: &str) -> Result<()> {
         self.begin()?;
         check_collection(collection)?;

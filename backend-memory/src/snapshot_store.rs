@@ -10,7 +10,7 @@ use crate::MemoryBackend;
 
 #[async_trait]
 impl SnapshotStore for MemoryBackend {
-    #[tracing::instrument(skip_all, err, fields(store = "memory", stream = %snapshot.stream_id, version = snapshot.version))]
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", stream = %snapshot.stream_id, version = snapshot.version))]
     async fn save(&self, snapshot: Snapshot) -> Result<()> {
         self.begin()?;
         self.limits.check_document(snapshot.payload.len())?;
@@ -23,7 +23,7 @@ impl SnapshotStore for MemoryBackend {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, err, fields(store = "memory", stream = %stream))]
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", stream = %stream))]
     async fn load_latest(&self, stream: &StreamId) -> Result<Option<Snapshot>> {
         self.begin()?;
         let inner = self.lock()?;
@@ -34,7 +34,7 @@ impl SnapshotStore for MemoryBackend {
             .map(|(_, s)| s.clone()))
     }
 
-    #[tracing::instrument(skip_all, err, fields(store = "memory", stream = %stream, version = version))]
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", stream = %stream, version = version))]
     async fn load_at_or_before(&self, stream: &StreamId, version: u64) -> Result<Option<Snapshot>> {
         self.begin()?;
         let inner = self.lock()?;
@@ -45,14 +45,14 @@ impl SnapshotStore for MemoryBackend {
             .map(|(_, s)| s.clone()))
     }
 
-    #[tracing::instrument(skip_all, err, fields(store = "memory", stream = %stream))]
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", stream = %stream))]
     async fn delete(&self, stream: &StreamId) -> Result<u64> {
         self.begin()?;
         let removed = self.lock()?.snapshots.remove(stream);
         Ok(removed.map_or(0, |by_version| count(by_version.len())))
     }
 
-    #[tracing::instrument(skip_all, err, fields(store = "memory", limit = limit))]
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", limit = limit))]
     async fn list(&self, after: Option<&SnapshotKey>, limit: usize) -> Result<Vec<SnapshotKey>> {
         self.begin()?;
         let inner = self.lock()?;

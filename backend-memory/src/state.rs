@@ -58,10 +58,6 @@ impl MemoryBackend {
         total_order: true,
         global_event_id_uniqueness: true,
         truncate: true,
-        offset_paging: false,
-        rich_filters: false,
-        atomic_read_model_commit: true,
-        server_clock: true,
     };
 
     /// An empty backend with the default options.

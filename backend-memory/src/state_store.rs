@@ -37,7 +37,7 @@ fn next_version(kind: &str, id: &str, expected: StateExpectation, current: Optio
 
 #[async_trait]
 impl StateStore for MemoryBackend {
-    #[tracing::instrument(skip_all, err, fields(store = "memory", kind = %kind, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", kind = %kind, id = %id))]
     async fn get(&self, kind: &str, id: &str) -> Result<Option<Versioned<Bytes>>> {
         self.begin()?;
         check_key(kind, id)?;
@@ -49,7 +49,7 @@ impl StateStore for MemoryBackend {
             .cloned())
     }
 
-    #[tracing::instrument(skip_all, err, fields(store = "memory", kind = %kind, id = %id, known = known_version))]
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", kind = %kind, id = %id, known = known_version))]
     async fn get_if_changed(
         &self,
         kind: &str,
@@ -66,7 +66,7 @@ impl StateStore for MemoryBackend {
         })
     }
 
-    #[tracing::instrument(skip_all, err, fields(store = "memory", kind = %kind, id = %id, expected = ?expected))]
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", kind = %kind, id = %id, expected = ?expected))]
     async fn put(&self, kind: &str, id: &str, expected: StateExpectation, value: Bytes) -> Result<u64> {
         self.begin()?;
         check_key(kind, id)?;
@@ -86,7 +86,7 @@ impl StateStore for MemoryBackend {
         Ok(version)
     }
 
-    #[tracing::instrument(skip_all, err, fields(store = "memory", kind = %kind, writes = writes.len()))]
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", kind = %kind, writes = writes.len()))]
     async fn put_batch(&self, kind: &str, writes: Vec<StateWrite>) -> Result<Vec<u64>> {
         self.begin()?;
         for w in &writes {
@@ -125,7 +125,7 @@ impl StateStore for MemoryBackend {
         Ok(versions)
     }
 
-    #[tracing::instrument(skip_all, err, fields(store = "memory", kind = %kind, id = %id, expected = ?expected))]
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", kind = %kind, id = %id, expected = ?expected))]
     async fn delete(&self, kind: &str, id: &str, expected: Option<u64>) -> Result<()> {
         self.begin()?;
         check_key(kind, id)?;
@@ -148,7 +148,7 @@ impl StateStore for MemoryBackend {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, err, fields(store = "memory", kind = %kind, limit = limit))]
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", kind = %kind, limit = limit))]
     async fn list(&self, kind: &str, after: Option<&str>, limit: usize) -> Result<Vec<(String, u64)>> {
         self.begin()?;
         validate_name("state kind", kind)?;

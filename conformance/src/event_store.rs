@@ -128,12 +128,13 @@ fn byte_len(e: &EventData) -> u64 {
 }
 
 /// Events of `stream` in the store-wide log, if the store has one.
-async fn in_log(es: &dyn EventStore, stream: &StreamId) -> Result<Option<Vec<RecordedEvent>>, Failure> {
+async fn in_log(h: &dyn Harness, stream: &StreamId) -> Result<Option<Vec<RecordedEvent>>, Failure> {
+    let es = &*h.stores().events;
     if !es.capabilities().has_store_wide_log() {
         return Ok(None);
     }
     let filter = EventFilter::stream_prefix(stream.as_str());
-    let (all, _) = read_all_to_end(es, &Checkpoint::origin(), 100, &filter).await?;
+    let (all, _) = read_all_to_end(h, es, &Checkpoint::origin(), 100, &filter).await?;
     Ok(Some(of_stream(&all, stream).into_iter().cloned().collect()))
 }
 
@@ -472,7 +473,7 @@ pub async fn batch_with_one_bad_event_writes_nothing(h: Arc<dyn Harness>) -> Out
         es.read_stream(&s, 0, 10).await.ctx("read_stream")?.is_empty(),
         "refused batches must write nothing"
     );
-    if let Some(logged) = in_log(es, &s).await? {
+    if let Some(logged) = in_log(&*h, &s).await? {
         ensure!(
             logged.is_empty(),
             "refused batches must not reach read_all: {logged:?}"
@@ -547,7 +548,7 @@ pub async fn concurrent_writers_never_interleave(h: Arc<dyn Harness>) -> Outcome
         );
     }
     ensure_positions_ascend(&read, "positions of one stream")?;
-    if let Some(logged) = in_log(es, &s).await? {
+    if let Some(logged) = in_log(&*h, &s).await? {
         ensure_eq!(
             recorded_versions(&logged),
             (1..=total).collect::<Vec<_>>(),
@@ -826,6 +827,7 @@ pub async fn hostile_stream_names_round_trip(h: Arc<dyn Harness>) -> Outcome {
         for p in ["%", "_", "*", "?", "[", "\\", "{", "e"] {
             let prefix = format!("{ns}|{p}");
             let (got, _) = read_all_to_end(
+                &*h,
                 es,
                 &Checkpoint::origin(),
                 100,
@@ -942,7 +944,7 @@ pub async fn event_fields_round_trip(h: Arc<dyn Harness>) -> Outcome {
         .ctx("read_stream_backward")?;
     backward.reverse();
     ensure_eq!(backward, read, "read backward, reversed, equals the forward read");
-    if let Some(logged) = in_log(es, &s).await? {
+    if let Some(logged) = in_log(&*h, &s).await? {
         ensure_eq!(logged, read, "read_all returns the same records");
     }
     Ok(Verdict::Passed)
@@ -1323,7 +1325,7 @@ pub async fn soft_delete_hides_and_numbering_continues(h: Arc<dyn Harness>) -> O
             !list_streams_to_end(es, 100).await?.contains(&s),
             "a soft-deleted stream is not listed"
         );
-        if let Some(logged) = in_log(es, &s).await? {
+        if let Some(logged) = in_log(&*h, &s).await? {
             ensure!(
                 logged.is_empty(),
                 "read_all hides a soft-deleted stream's events: {logged:?}"
@@ -1370,7 +1372,7 @@ pub async fn soft_delete_hides_and_numbering_continues(h: Arc<dyn Harness>) -> O
             .await
             .ctx("read_stream_backward")?;
         ensure_eq!(recorded_versions(&back), vec![5, 4], "backward after re-append");
-        if let Some(logged) = in_log(es, &s).await? {
+        if let Some(logged) = in_log(&*h, &s).await? {
             ensure_eq!(
                 recorded_versions(&logged),
                 vec![4, 5],
@@ -1449,7 +1451,7 @@ pub async fn tombstone_refuses_reads_and_writes(h: Arc<dyn Harness>) -> Outcome 
         !list_streams_to_end(es, 100).await?.contains(&s),
         "a tombstoned stream is not listed"
     );
-    if let Some(logged) = in_log(es, &s).await? {
+    if let Some(logged) = in_log(&*h, &s).await? {
         ensure!(
             logged.is_empty(),
             "read_all drops a tombstoned stream's events: {logged:?}"
@@ -1576,7 +1578,7 @@ pub async fn truncate_before_hides_and_keeps_the_version(h: Arc<dyn Harness>) ->
         .await
         .ctx("read_stream_backward")?;
     ensure!(back.is_empty(), "backward from a truncated version: {back:?}");
-    if let Some(logged) = in_log(es, &s).await? {
+    if let Some(logged) = in_log(&*h, &s).await? {
         ensure_eq!(
             recorded_versions(&logged),
             vec![3, 4, 5],
@@ -1620,7 +1622,7 @@ pub async fn deleted_streams_leave_listing_and_global_read(h: Arc<dyn Harness>) 
     ensure!(!listed.contains(&soft), "the soft-deleted stream is not listed");
     ensure!(!listed.contains(&tomb), "the tombstoned stream is not listed");
     if es.capabilities().has_store_wide_log() {
-        let (all, _) = read_all_to_end(es, &Checkpoint::origin(), 3, &EventFilter::all()).await?;
+        let (all, _) = read_all_to_end(&*h, es, &Checkpoint::origin(), 3, &EventFilter::all()).await?;
         ensure_eq!(
             of_stream(&all, &live).len(),
             2,

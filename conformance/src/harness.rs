@@ -71,6 +71,14 @@ pub trait ConformanceHooks: Send + Sync {
         None
     }
 
+    /// Waits until every write committed before the call is visible to `read_all`. Backends
+    /// whose log has a visibility horizon (PostgreSQL: the instance-wide xmin, which any
+    /// concurrent transaction of another test holds back) implement it so behaviours that
+    /// want "everything written so far" are not flaky under parallel tests.
+    async fn settle_log(&self) -> Option<Result<()>> {
+        None
+    }
+
     /// Kills the backend's connections (the next call must reconnect or fail retryably).
     async fn drop_connections(&self) -> Option<Result<()>> {
         None

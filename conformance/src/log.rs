@@ -208,7 +208,7 @@ pub async fn per_stream_order_under_concurrent_appenders(h: Arc<dyn Harness>) ->
             .ctx("concurrent append with Any")?;
         outcomes.extend(outs);
     }
-    let (all, _) = read_all_to_end(&*es, &Checkpoint::origin(), 50, &EventFilter::all()).await?;
+    let (all, _) = read_all_to_end(&*h, &*es, &Checkpoint::origin(), 50, &EventFilter::all()).await?;
     let mine: Vec<RecordedEvent> = of_stream(&all, &stream).into_iter().cloned().collect();
     ensure_each_once(&mine, "read_all")?;
     ensure_log_order(&mine, "read_all of one contended stream")?;
@@ -416,7 +416,7 @@ pub async fn filter_by_stream_prefix(h: Arc<dyn Harness>) -> Outcome {
         ns.stream("pctQ1"),
     ];
     mixed_history(&*es, &streams, 3).await?;
-    let (everything, _) = read_all_to_end(&*es, &Checkpoint::origin(), 100, &EventFilter::all()).await?;
+    let (everything, _) = read_all_to_end(&*h, &*es, &Checkpoint::origin(), 100, &EventFilter::all()).await?;
     for prefix in ["cat.a-", "cat.", "dog-", "und_", "pct%", "cow-"] {
         let filter = EventFilter::stream_prefix(prefix);
         let want: Vec<RecordedEvent> = everything.iter().filter(|e| filter.matches(e)).cloned().collect();
@@ -456,7 +456,7 @@ pub async fn filter_by_event_type(h: Arc<dyn Harness>) -> Outcome {
             es.append(s, ExpectedVersion::Any, batch).await.ctx("append")?;
         }
     }
-    let (everything, _) = read_all_to_end(&*es, &Checkpoint::origin(), 100, &EventFilter::all()).await?;
+    let (everything, _) = read_all_to_end(&*h, &*es, &Checkpoint::origin(), 100, &EventFilter::all()).await?;
     let filters = [
         EventFilter::all().event_type("Placed"),
         EventFilter::all().event_type("Paid").event_type("Shipped"),
@@ -490,7 +490,7 @@ pub async fn filtered_read_advances_past_unmatched_entries(h: Arc<dyn Harness>) 
     let ns = h.namespace();
     let streams: Vec<StreamId> = (0..3).map(|i| ns.stream(&format!("skip-{i}"))).collect();
     mixed_history(&*es, &streams, 4).await?;
-    let (everything, _) = read_all_to_end(&*es, &Checkpoint::origin(), 100, &EventFilter::all()).await?;
+    let (everything, _) = read_all_to_end(&*h, &*es, &Checkpoint::origin(), 100, &EventFilter::all()).await?;
     let nothing = EventFilter::all().event_type("NeverWritten");
     let (got, next) = read_to_end_progressing(&*es, &Checkpoint::origin(), 2, &nothing).await?;
     ensure!(
@@ -571,7 +571,7 @@ pub async fn subscribe_from_end_sees_only_new_events(h: Arc<dyn Harness>) -> Out
     es.append(&a, ExpectedVersion::NoStream, events(1, 5))
         .await
         .ctx("append")?;
-    let (_, end) = read_all_to_end(&*es, &Checkpoint::origin(), 2, &EventFilter::all()).await?;
+    let (_, end) = read_all_to_end(&*h, &*es, &Checkpoint::origin(), 2, &EventFilter::all()).await?;
     let from_end = es
         .read_all(&end, 10, &EventFilter::all())
         .await
@@ -613,7 +613,7 @@ pub async fn foreign_checkpoint_is_refused(h: Arc<dyn Harness>) -> Outcome {
     )
     .await
     .ctx("append")?;
-    let (_, cp) = read_all_to_end(&*es, &Checkpoint::origin(), 10, &EventFilter::all()).await?;
+    let (_, cp) = read_all_to_end(&*h, &*es, &Checkpoint::origin(), 10, &EventFilter::all()).await?;
     let me = es.identity();
     let foreign_id = Checkpoint {
         store: Some(StoreIdentity {
@@ -668,7 +668,7 @@ pub async fn checkpoint_ahead_of_head_is_data_loss(h: Arc<dyn Harness>) -> Outco
     let Some(pos) = out.position else {
         return Err(Failure("a non-empty append returned no position".into()));
     };
-    let (_, mut cp) = read_all_to_end(&*es, &Checkpoint::origin(), 10, &EventFilter::all()).await?;
+    let (_, mut cp) = read_all_to_end(&*h, &*es, &Checkpoint::origin(), 10, &EventFilter::all()).await?;
     let head = cp.get(pos.partition).map_or(pos.offset, |p| p.offset);
     let far = head[0].saturating_add(1_000_000_000).min(MAX_VERSION);
     ensure!(
@@ -738,7 +738,7 @@ pub async fn out_of_order_commits_delivered_exactly_once(h: Arc<dyn Harness>) ->
     es.append(&ns.stream("ooo-warm"), ExpectedVersion::NoStream, events(0, 1))
         .await
         .ctx("append")?;
-    let (_, mut cp) = read_all_to_end(&*es, &Checkpoint::origin(), 10, &all).await?;
+    let (_, mut cp) = read_all_to_end(&*h, &*es, &Checkpoint::origin(), 10, &all).await?;
     let (sa, sb, sc) = (ns.stream("ooo-a"), ns.stream("ooo-b"), ns.stream("ooo-c"));
     let (ea, eb, ec) = (events(1, 2), events(3, 2), events(5, 2));
     let ids_of = |b: &[EventData]| b.iter().map(|e| e.event_id).collect::<Vec<_>>();
@@ -890,8 +890,15 @@ pub async fn positions_from_another_client_are_later(h: Arc<dyn Harness>) -> Out
             w[1]
         );
     }
-    let (mine, _) = read_all_to_end(&*es, &Checkpoint::origin(), 10, &EventFilter::all()).await?;
-    let (theirs, _) = read_all_to_end(&*other.events, &Checkpoint::origin(), 10, &EventFilter::all()).await?;
+    let (mine, _) = read_all_to_end(&*h, &*es, &Checkpoint::origin(), 10, &EventFilter::all()).await?;
+    let (theirs, _) = read_all_to_end(
+        &*h,
+        &*other.events,
+        &Checkpoint::origin(),
+        10,
+        &EventFilter::all(),
+    )
+    .await?;
     ensure_eq!(ids(&mine), ids(&theirs), "the log as read by both clients");
     ensure_eq!(mine.len(), 4, "events in the log");
     Ok(Verdict::Passed)
@@ -908,7 +915,7 @@ pub async fn total_order_follows_append_order(h: Arc<dyn Harness>) -> Outcome {
     let ns = h.namespace();
     let streams: Vec<StreamId> = (0..4).map(|i| ns.stream(&format!("total-{i}"))).collect();
     let appended = mixed_history(&*es, &streams, 3).await?;
-    let (all, _) = read_all_to_end(&*es, &Checkpoint::origin(), 4, &EventFilter::all()).await?;
+    let (all, _) = read_all_to_end(&*h, &*es, &Checkpoint::origin(), 4, &EventFilter::all()).await?;
     let partitions: BTreeSet<u32> = all.iter().map(|e| e.position.partition).collect();
     ensure_eq!(
         partitions.len(),

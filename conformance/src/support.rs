@@ -93,13 +93,29 @@ pub fn rich_event() -> EventData {
         .with_metadata(md)
 }
 
-/// Reads the store-wide log from `from` to the end, page by page, with `filter`.
+/// Waits until every write committed before the call is visible to `read_all`, through
+/// [`crate::ConformanceHooks::settle_log`] where the backend has a visibility horizon
+/// (PostgreSQL); a no-op elsewhere.
+pub async fn settle(h: &dyn crate::Harness) -> Result<(), Failure> {
+    if let Some(hooks) = h.hooks() {
+        if let Some(r) = hooks.settle_log().await {
+            r.ctx("settle_log hook")?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads the store-wide log from `from` to the end, page by page, with `filter`, after
+/// [`settle`]: "everything written so far". Live-tail behaviours call `read_all` directly so
+/// they see the horizon as it moves.
 pub async fn read_all_to_end(
+    h: &dyn crate::Harness,
     store: &dyn EventStore,
     from: &Checkpoint,
     page: usize,
     filter: &EventFilter,
 ) -> Result<(Vec<RecordedEvent>, Checkpoint), Failure> {
+    settle(h).await?;
     let mut out = Vec::new();
     let mut cp = from.clone();
     for _ in 0..1_000_000 {

@@ -15,14 +15,6 @@ pub struct Capabilities {
     pub global_event_id_uniqueness: bool,
     /// `truncate_before` is supported.
     pub truncate: bool,
-    /// Read models: offset paging in addition to keyset paging.
-    pub offset_paging: bool,
-    /// Read models: `ne`, `in` and several ranges in one query.
-    pub rich_filters: bool,
-    /// Read-model changes and the checkpoint commit in one atomic write.
-    pub atomic_read_model_commit: bool,
-    /// `recorded_at` comes from the server's clock rather than the client's.
-    pub server_clock: bool,
 }
 
 impl Capabilities {

@@ -4,7 +4,9 @@ use std::{fmt, marker::PhantomData, sync::Arc};
 
 use futures::TryStreamExt;
 
-use super::{from_event_data, stream_of, to_event_data, Aggregate, Executed, RepositoryError};
+use super::{
+    from_event_data, retry_conflicts, stream_of, to_event_data, Aggregate, Executed, RepositoryError,
+};
 use crate::{
     codec::{Codec, Json},
     compression,
@@ -195,22 +197,15 @@ impl<A: Aggregate> EventSourcedRepository<A> {
     where
         A::Command: Clone,
     {
-        let mut retries = 0;
-        loop {
+        retry_conflicts(self.conflict_retries, || async {
             let loaded = self.load(id).await?;
             let events = loaded
                 .state
                 .handle(command.clone())
                 .map_err(RepositoryError::Domain)?;
-            match self.commit(id, &loaded, &events).await {
-                Err(e) if e.is_conflict() && retries < self.conflict_retries => retries += 1,
-                Err(e) => return Err(e.into()),
-                Ok(mut done) => {
-                    done.conflict_retries = retries;
-                    return Ok(done);
-                }
-            }
-        }
+            Ok(self.commit(id, &loaded, &events).await?)
+        })
+        .await
     }
 
     /// Appends `events` at `loaded.version` and snapshots by policy. Event ids are assigned

@@ -5,7 +5,7 @@ use std::{fmt, sync::Arc};
 use serde::{Deserialize, Serialize};
 
 use super::Aggregate;
-use super::{EventSourcedRepository, Executed, Loaded, RepositoryError};
+use super::{retry_conflicts, EventSourcedRepository, Executed, Loaded, RepositoryError};
 use crate::{
     codec::{Codec, Json},
     Result, StateExpectation, StateStore,
@@ -89,26 +89,20 @@ impl<A: Aggregate> HybridRepository<A> {
     where
         A::Command: Clone,
     {
-        let mut retries = 0;
-        loop {
+        retry_conflicts(self.events.conflict_retries(), || async {
             let mut loaded = self.load(id).await?;
             let events = loaded
                 .state
                 .handle(command.clone())
                 .map_err(RepositoryError::Domain)?;
-            match self.events.commit(id, &loaded, &events).await {
-                Err(e) if e.is_conflict() && retries < self.events.conflict_retries() => retries += 1,
-                Err(e) => return Err(e.into()),
-                Ok(mut done) => {
-                    events.iter().for_each(|e| loaded.state.apply(e));
-                    let (_, row_version) = self.read_row(id).await?;
-                    self.write_row(id, &loaded.state, done.version, row_version)
-                        .await?;
-                    done.conflict_retries = retries;
-                    return Ok(done);
-                }
-            }
-        }
+            let done = self.events.commit(id, &loaded, &events).await?;
+            events.iter().for_each(|e| loaded.state.apply(e));
+            let (_, row_version) = self.read_row(id).await?;
+            self.write_row(id, &loaded.state, done.version, row_version)
+                .await?;
+            Ok(done)
+        })
+        .await
     }
 
     async fn read_row(&self, id: &str) -> Result<(Option<Row<A>>, Option<u64>)> {

@@ -86,6 +86,30 @@ pub struct Executed {
     pub snapshot_error: Option<Error>,
 }
 
+/// Runs `attempt` until it succeeds, fails with anything but a conflict, or has been
+/// retried `max` times; the result records how many retries it took.
+pub(crate) async fn retry_conflicts<E, F, Fut>(
+    max: u32,
+    mut attempt: F,
+) -> std::result::Result<Executed, RepositoryError<E>>
+where
+    E: std::error::Error + 'static,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<Executed, RepositoryError<E>>>,
+{
+    let mut retries = 0;
+    loop {
+        match attempt().await {
+            Err(RepositoryError::Store(e)) if e.is_conflict() && retries < max => retries += 1,
+            Ok(mut done) => {
+                done.conflict_retries = retries;
+                return Ok(done);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Splits a serde-enum event into its type name and JSON payload.
 ///
 /// # Errors

@@ -2,7 +2,7 @@
 
 use std::{fmt, marker::PhantomData, sync::Arc};
 
-use super::{Aggregate, Executed, RepositoryError};
+use super::{retry_conflicts, Aggregate, Executed, RepositoryError};
 use crate::{
     codec::{Codec, Json},
     validate_name, Result, StateExpectation, StateStore,
@@ -66,29 +66,23 @@ impl<A: Aggregate> StateRepository<A> {
     where
         A::Command: Clone,
     {
-        let mut retries = 0;
-        loop {
+        retry_conflicts(self.conflict_retries, || async {
             let (mut state, version) = self.load(id).await?;
             let events = state.handle(command.clone()).map_err(RepositoryError::Domain)?;
             events.iter().for_each(|e| state.apply(e));
             let expected = version.map_or(StateExpectation::New, StateExpectation::Version);
-            match self
+            let version = self
                 .states
                 .put(A::KIND, id, expected, Json::encode(&state)?)
-                .await
-            {
-                Err(e) if e.is_conflict() && retries < self.conflict_retries => retries += 1,
-                Err(e) => return Err(RepositoryError::Store(e)),
-                Ok(version) => {
-                    return Ok(Executed {
-                        version,
-                        events: events.len(),
-                        conflict_retries: retries,
-                        snapshot_taken: false,
-                        snapshot_error: None,
-                    })
-                }
-            }
-        }
+                .await?;
+            Ok(Executed {
+                version,
+                events: events.len(),
+                conflict_retries: 0,
+                snapshot_taken: false,
+                snapshot_error: None,
+            })
+        })
+        .await
     }
 }
