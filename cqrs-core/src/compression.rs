@@ -31,18 +31,38 @@ pub fn compress(encoding: ContentEncoding, bytes: &[u8]) -> Result<Bytes> {
         .map_err(|e| Error::codec(format!("{} compress", encoding.as_str()), e))
 }
 
-/// Decompresses `bytes` that were compressed with `encoding`, verifying the checksum.
+/// The most bytes [`decompress`] produces: a small stored payload must not be able to
+/// expand until the process runs out of memory.
+pub const MAX_DECOMPRESSED_BYTES: usize = 256 * 1024 * 1024;
+
+/// Decompresses `bytes` that were compressed with `encoding`, verifying the checksum, up to
+/// [`MAX_DECOMPRESSED_BYTES`].
 ///
 /// # Errors
-/// [`Error::Corrupt`] for a damaged stream or a checksum mismatch.
+/// [`Error::Corrupt`] for a damaged stream or a checksum mismatch; [`Error::TooLarge`] past
+/// the output limit.
 pub fn decompress(encoding: ContentEncoding, bytes: &[u8]) -> Result<Bytes> {
+    decompress_limited(encoding, bytes, MAX_DECOMPRESSED_BYTES)
+}
+
+/// [`decompress`] with an explicit output limit in bytes.
+///
+/// # Errors
+/// As [`decompress`], with `limit` as the output limit.
+pub fn decompress_limited(encoding: ContentEncoding, bytes: &[u8], limit: usize) -> Result<Bytes> {
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
     let mut out = Vec::new();
     let read = match encoding {
         ContentEncoding::Identity => return Ok(Bytes::copy_from_slice(bytes)),
-        ContentEncoding::Gzip => read::GzDecoder::new(bytes).read_to_end(&mut out),
-        ContentEncoding::Zlib => read::ZlibDecoder::new(bytes).read_to_end(&mut out),
+        ContentEncoding::Gzip => read::GzDecoder::new(bytes).take(cap).read_to_end(&mut out),
+        ContentEncoding::Zlib => read::ZlibDecoder::new(bytes).take(cap).read_to_end(&mut out),
     };
     match read {
+        Ok(n) if n > limit => Err(Error::TooLarge {
+            kind: crate::LimitKind::DocumentBytes,
+            limit: limit as u64,
+            actual: n as u64,
+        }),
         Ok(_) => Ok(Bytes::from(out)),
         Err(e) => Err(Error::corrupt(format!("{} payload: {e}", encoding.as_str()))),
     }
@@ -91,6 +111,20 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn output_is_bounded() {
+        let bomb = compress(ContentEncoding::Gzip, &vec![0u8; 1 << 20]).unwrap();
+        assert!(bomb.len() < 8 * 1024);
+        let r = decompress_limited(ContentEncoding::Gzip, &bomb, 1000);
+        assert!(matches!(r, Err(Error::TooLarge { limit: 1000, .. })), "{r:?}");
+        assert_eq!(
+            decompress_limited(ContentEncoding::Gzip, &bomb, 1 << 20)
+                .unwrap()
+                .len(),
+            1 << 20
+        );
     }
 
     #[test]

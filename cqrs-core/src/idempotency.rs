@@ -66,7 +66,7 @@ pub fn decide_append(
             });
         }
         let versions: Vec<u64> = matched.into_iter().flatten().collect();
-        let contiguous = versions.windows(2).all(|w| w[1] == w[0] + 1);
+        let contiguous = versions.windows(2).all(|w| w[0].checked_add(1) == Some(w[1]));
         return match (contiguous, versions.first(), versions.last()) {
             (true, Some(&first), Some(&last)) => Ok(AppendDecision::AlreadyCommitted {
                 first_version: first,
@@ -88,8 +88,11 @@ pub fn decide_append(
     if events.is_empty() {
         return Ok(AppendDecision::Empty { current });
     }
+    // Both ends must fit in i64: the last event's version is what backends store last.
+    let len = u64::try_from(events.len()).unwrap_or(u64::MAX);
+    crate::check_version(current.saturating_add(len))?;
     Ok(AppendDecision::Write {
-        first_version: crate::check_version(current + 1)?,
+        first_version: current + 1,
     })
 }
 
@@ -196,6 +199,40 @@ mod tests {
             |id| at.get(id).copied(),
         );
         assert!(matches!(d, Err(Error::IdempotencyMismatch { .. })));
+    }
+
+    #[test]
+    fn the_last_version_of_a_batch_must_fit_i64() {
+        let d = decide_append(
+            &sid(),
+            ExpectedVersion::Any,
+            StreamState::Live(crate::MAX_VERSION - 1),
+            &batch(3),
+            |_| None,
+        );
+        assert!(
+            matches!(
+                d,
+                Err(Error::TooLarge {
+                    kind: crate::LimitKind::Version,
+                    ..
+                })
+            ),
+            "{d:?}"
+        );
+        let d = decide_append(
+            &sid(),
+            ExpectedVersion::Any,
+            StreamState::Live(crate::MAX_VERSION - 1),
+            &batch(1),
+            |_| None,
+        );
+        assert_eq!(
+            d.ok(),
+            Some(AppendDecision::Write {
+                first_version: crate::MAX_VERSION
+            })
+        );
     }
 
     #[test]

@@ -40,7 +40,10 @@ pub use event::{ContentEncoding, ContentType, EventData, EventId, Metadata, Reco
 pub use idempotency::{decide_append, AppendDecision};
 pub use limits::Limits;
 pub use position::{Batch, Checkpoint, EventFilter, Position, StoreIdentity, Timestamp};
-pub use read_model::{Change, Cursor, Direction, Document, FieldType, Filter, Query, SortBy, Value};
+pub use read_model::{
+    validate_collection, validate_field, Change, Cursor, Direction, Document, FieldType, Filter, Query,
+    SortBy, Value,
+};
 pub use store::{
     Admin, CheckpointStore, CheckpointUpdate, Conditional, EventStore, EventStoreExt, ImportedEvent, Lease,
     QueryPage, ReadStore, Snapshot, SnapshotKey, SnapshotStore, StateExpectation, StateStore, StateWrite,

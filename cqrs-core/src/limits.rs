@@ -54,6 +54,7 @@ impl Limits {
                     event.event_id
                 )));
             }
+            check_metadata(&event.metadata)?;
             let len = event.encoded_len();
             too_large(LimitKind::EventBytes, self.max_event_bytes, len)?;
             total = total.saturating_add(len);
@@ -86,6 +87,18 @@ impl Default for Limits {
             max_read_bytes: Self::DEFAULT_MAX_READ_BYTES,
         }
     }
+}
+
+/// Metadata values are text every backend can store: no NUL characters (PostgreSQL `text`
+/// and `jsonb` refuse them).
+fn check_metadata(md: &crate::Metadata) -> Result<()> {
+    let fields = [&md.correlation_id, &md.causation_id, &md.actor];
+    let texts = fields.into_iter().flatten().map(String::as_str);
+    let extra = md.extra.iter().flat_map(|(k, v)| [k.as_str(), v.as_str()]);
+    if texts.chain(extra).any(|t| t.contains('\0')) {
+        return Err(Error::invalid("event metadata contains a NUL character"));
+    }
+    Ok(())
 }
 
 fn too_large(kind: LimitKind, limit: usize, actual: usize) -> Result<()> {
@@ -151,6 +164,12 @@ mod tests {
             Err(Error::InvalidInput { .. })
         ));
         assert!(limits.check_batch(&[ev(1).with_schema_version(0)]).is_err());
+        let mut md = crate::Metadata::default();
+        md.extra.insert("k".into(), "a\0b".into());
+        assert!(matches!(
+            limits.check_batch(&[ev(1).with_metadata(md)]),
+            Err(Error::InvalidInput { .. })
+        ));
         let mut empty_type = ev(1);
         empty_type.event_type.clear();
         assert!(limits.check_batch(&[empty_type]).is_err());

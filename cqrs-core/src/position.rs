@@ -206,6 +206,17 @@ pub struct Batch {
 pub struct Timestamp(i64);
 
 impl Timestamp {
+    /// The earliest time every backend stores: 0001-01-01T00:00:00Z.
+    pub const MIN: Timestamp = Timestamp(-62_135_596_800_000);
+    /// The latest time every backend stores: 9999-12-31T23:59:59.999Z.
+    pub const MAX: Timestamp = Timestamp(253_402_300_799_999);
+
+    /// True when every backend can store this time (between [`Timestamp::MIN`] and
+    /// [`Timestamp::MAX`]).
+    pub const fn is_storable(self) -> bool {
+        self.0 >= Self::MIN.0 && self.0 <= Self::MAX.0
+    }
+
     /// From milliseconds since the Unix epoch.
     pub const fn from_millis(ms: i64) -> Self {
         Timestamp(ms)
@@ -224,13 +235,13 @@ impl Timestamp {
         }
     }
 
-    /// This time plus a duration (saturating).
+    /// This time plus a duration, saturating at [`Timestamp::MAX`].
     #[must_use]
     pub fn saturating_add(self, d: std::time::Duration) -> Self {
-        Timestamp(
-            self.0
-                .saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-        )
+        let t = self
+            .0
+            .saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        Timestamp(t.min(Self::MAX.0))
     }
 
     /// Milliseconds from `earlier` to `self`, zero if `earlier` is later.

@@ -13,6 +13,57 @@ use serde::{Deserialize, Serialize};
 
 use crate::{validate_name, Error, Result, Timestamp};
 
+/// Longest collection name, in bytes.
+pub const MAX_COLLECTION_BYTES: usize = 128;
+
+/// Checks a collection name: 1 to 128 ASCII letters, digits, `_` or `-`. Collections become
+/// key parts, column values and MongoDB collection names; this subset is safe in all.
+///
+/// # Errors
+/// [`Error::InvalidInput`].
+pub fn validate_collection(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_COLLECTION_BYTES
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !ok {
+        return Err(Error::invalid(format!(
+            "collection name {name:?}: use 1 to {MAX_COLLECTION_BYTES} ASCII letters, digits, '_' or '-'"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks an indexed field name: an ASCII letter or `_`, then up to 63 letters, digits or
+/// `_`. MongoDB reads `.` as a path and refuses a leading `$`; SQL expression indexes name
+/// the field; this subset means the same thing everywhere.
+///
+/// # Errors
+/// [`Error::InvalidInput`].
+pub fn validate_field(name: &str) -> Result<()> {
+    let mut bytes = name.bytes();
+    let ok = bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && name.len() <= 64;
+    if !ok {
+        return Err(Error::invalid(format!(
+            "field name {name:?}: use a letter or '_' followed by up to 63 letters, digits or '_'"
+        )));
+    }
+    Ok(())
+}
+
+/// True if a JSON value holds a NUL character in any string or key.
+fn contains_nul(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(a) => a.iter().any(contains_nul),
+        serde_json::Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
+        _ => false,
+    }
+}
+
 /// The type of an indexed field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum FieldType {
@@ -121,7 +172,8 @@ impl Document {
         self.expires_at.is_some_and(|at| at <= now)
     }
 
-    /// Checks the id, that the body is an object, and that every indexed field present has
+    /// Checks the id, that the body is an object without NUL characters (PostgreSQL `jsonb`
+    /// refuses them), that the expiry is storable, and that every indexed field present has
     /// its declared type.
     ///
     /// # Errors
@@ -131,6 +183,18 @@ impl Document {
         if !self.body.is_object() {
             return Err(Error::invalid(format!(
                 "document {:?}: body must be a JSON object",
+                self.id
+            )));
+        }
+        if contains_nul(&self.body) {
+            return Err(Error::invalid(format!(
+                "document {:?}: body contains a NUL character",
+                self.id
+            )));
+        }
+        if self.expires_at.is_some_and(|t| !t.is_storable()) {
+            return Err(Error::invalid(format!(
+                "document {:?}: expiry outside years 1 to 9999",
                 self.id
             )));
         }
@@ -326,8 +390,9 @@ impl Query {
     }
 
     /// Checks the query against a collection's indexes: every field indexed with a value of
-    /// its type, at most one range or prefix filter, the sort field the range field (or any
-    /// equality field), a limit of at least 1.
+    /// its type, at most one range or prefix filter, a sort field that is indexed and, when
+    /// there is a range or prefix filter, that filter's field; a cursor whose value matches
+    /// the sort; a limit of at least 1.
     ///
     /// # Errors
     /// [`Error::InvalidInput`]; for an unindexed field the message names `ensure_index`.
@@ -345,9 +410,19 @@ impl Query {
                     r.field()
                 )));
             }
-            if let Some(Cursor { value: Some(v), .. }) = &self.after {
-                check_type(field, v, ty)?;
+            match &self.after {
+                Some(Cursor { value: Some(v), .. }) => check_type(field, v, ty)?,
+                Some(Cursor { value: None, .. }) => {
+                    return Err(Error::invalid(format!(
+                        "a cursor for a query sorted by {field:?} must carry its value"
+                    )))
+                }
+                None => {}
             }
+        } else if matches!(&self.after, Some(Cursor { value: Some(_), .. })) {
+            return Err(Error::invalid(
+                "a cursor for a query sorted by id must not carry a value",
+            ));
         }
         Ok(())
     }
@@ -551,6 +626,42 @@ mod tests {
         sorted.sort();
         sorted.dedup();
         assert_eq!(sorted.len(), 25);
+    }
+
+    #[test]
+    fn cursor_must_match_the_sort() {
+        let by_field = Query::new().sort_by("score", Direction::Asc).after(Some(Cursor {
+            value: None,
+            id: "d".into(),
+        }));
+        assert!(by_field.validate(&idx()).is_err());
+        let by_id = Query::new().after(Some(Cursor {
+            value: Some(Value::I64(1)),
+            id: "d".into(),
+        }));
+        assert!(by_id.validate(&idx()).is_err());
+    }
+
+    #[test]
+    fn names_and_bodies_are_portable() {
+        assert!(validate_collection("orders_v2-eu").is_ok());
+        for bad in ["", "a.b", "a{b}", "ü", &"x".repeat(129)] {
+            assert!(validate_collection(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_field("_score2").is_ok());
+        for bad in ["", "2x", "a.b", "$x", "a-b", &"x".repeat(65)] {
+            assert!(validate_field(bad).is_err(), "{bad:?}");
+        }
+        let none = BTreeMap::new();
+        assert!(Document::new("d", json!({"a": ["x\u{0}"]}))
+            .validate(&none)
+            .is_err());
+        assert!(Document::new("d", json!({"a\u{0}": 1})).validate(&none).is_err());
+        assert!(Document::new("d", json!({}))
+            .expires_at(Timestamp::from_millis(i64::MAX))
+            .validate(&none)
+            .is_err());
+        assert!(Document::new("d", json!({"a": "ok"})).validate(&none).is_ok());
     }
 
     #[test]

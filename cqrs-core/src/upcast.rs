@@ -107,7 +107,12 @@ impl UpcasterChainBuilder {
         let mut known: BTreeMap<&str, BTreeSet<u32>> = BTreeMap::new();
         for ((ty, from), step) in &self.steps {
             known.entry(ty).or_default().insert(*from);
-            known.entry(&step.to_type).or_default().insert(from + 1);
+            match from.checked_add(1) {
+                Some(next) => {
+                    known.entry(&step.to_type).or_default().insert(next);
+                }
+                None => errors.push(format!("{ty} v{from}: no version follows it")),
+            }
         }
         let mut latest = BTreeMap::new();
         for (ty, versions) in &known {
@@ -143,7 +148,9 @@ impl UpcasterChainBuilder {
                 }
             }
         }
-        // A renamed-away type has no latest version of its own.
+        // A renamed-away type has no latest version of its own for reading; writers still
+        // learn the last version it had, so an event written under the old name is upcast.
+        let write_versions = latest.clone();
         for ty in renames.keys() {
             latest.remove(*ty);
         }
@@ -153,6 +160,7 @@ impl UpcasterChainBuilder {
         Ok(UpcasterChain {
             steps: self.steps,
             latest,
+            write_versions,
         })
     }
 }
@@ -173,7 +181,10 @@ impl UpcasterChainBuilder {
 #[derive(Default)]
 pub struct UpcasterChain {
     steps: BTreeMap<(String, u32), Step>,
+    /// The version reads end at, per type that is not renamed away.
     latest: BTreeMap<String, u32>,
+    /// The highest version each known type has, renamed-away types included.
+    write_versions: BTreeMap<String, u32>,
 }
 
 impl fmt::Debug for UpcasterChain {
@@ -190,10 +201,11 @@ impl UpcasterChain {
         UpcasterChainBuilder::default()
     }
 
-    /// The latest schema version of `event_type`: what new events are written at. Types
-    /// the chain does not know are at version 1.
+    /// The schema version new events of `event_type` are written at: its latest version, or
+    /// for a type that was renamed away the last version it had (so reads upcast it to the
+    /// new name). Types the chain does not know are at version 1.
     pub fn latest_version(&self, event_type: &str) -> u32 {
-        self.latest.get(event_type).copied().unwrap_or(1)
+        self.write_versions.get(event_type).copied().unwrap_or(1)
     }
 
     /// Brings an event to the latest version of its (possibly renamed) type.
@@ -255,6 +267,11 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&e.payload).unwrap();
         assert_eq!(v, json!({"qty": 2, "currency": "EUR", "quantity": 2}));
         assert_eq!(c.latest_version("OrderPlaced"), 3);
+        assert_eq!(
+            c.latest_version("Placed"),
+            2,
+            "renamed-away type: its last version"
+        );
         assert_eq!(c.latest_version("Unrelated"), 1);
     }
 

@@ -226,6 +226,7 @@ impl<A: Aggregate> EventSourcedRepository<A> {
             conflict_retries: 0,
             snapshot_taken: false,
             snapshot_error: None,
+            row_error: None,
         };
         if let Some((store, policy)) = &self.snapshots {
             let ctx = SnapshotContext {

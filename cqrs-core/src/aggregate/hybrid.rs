@@ -4,26 +4,38 @@ use std::{fmt, sync::Arc};
 
 use serde::{Deserialize, Serialize};
 
-use super::Aggregate;
-use super::{retry_conflicts, EventSourcedRepository, Executed, Loaded, RepositoryError};
+use super::{retry_conflicts, Aggregate, EventSourcedRepository, Executed, Loaded, RepositoryError};
 use crate::{
     codec::{Codec, Json},
-    Result, StateExpectation, StateStore,
+    Error, Result, StateExpectation, StateStore,
 };
+
+/// How many lost compare-and-set races a row write tolerates before giving up.
+const ROW_WRITE_ATTEMPTS: usize = 8;
 
 #[derive(Serialize, Deserialize)]
 struct Row<A> {
+    /// [`Aggregate::SNAPSHOT_REVISION`] of the state's format.
+    revision: u32,
     /// The stream version the state reflects.
     version: u64,
     state: A,
+}
+
+/// A stored row as read: its content when it is usable, and its compare-and-set version.
+struct StoredRow<A> {
+    row: Option<Row<A>>,
+    cas: Option<u64>,
 }
 
 /// Events are the source of truth; after each append the state row (kind
 /// [`Aggregate::KIND`]) is written under a version guard, and a load that finds the row
 /// behind the stream applies the missing events and repairs the row.
 ///
-/// Reading the row and the events after it costs two reads; a row that is current costs no
-/// replay at all.
+/// A current row costs one state read and one (empty) event read, with no replay. The row
+/// is the snapshot: configure no snapshot policy on the inner repository. A row of another
+/// [`Aggregate::SNAPSHOT_REVISION`], or one that no longer decodes, is ignored and rebuilt
+/// from the events.
 pub struct HybridRepository<A: Aggregate> {
     events: EventSourcedRepository<A>,
     states: Arc<dyn StateStore>,
@@ -44,13 +56,14 @@ impl<A: Aggregate> HybridRepository<A> {
         HybridRepository { events, states }
     }
 
-    /// Loads from the row plus any events after it, repairing a lagging row.
+    /// Loads from the row plus any events after it. A lagging row is repaired; a failed
+    /// repair does not fail the load (the row is only a fast path, the next load retries).
     ///
     /// # Errors
-    /// Store and codec errors.
+    /// Store and codec errors while reading.
     pub async fn load(&self, id: &str) -> Result<Loaded<A>> {
-        let (row, row_version) = self.read_row(id).await?;
-        let mut loaded = match row {
+        let stored = self.read_row(id).await?;
+        let mut loaded = match stored.row {
             Some(r) => Loaded {
                 state: r.state,
                 version: r.version,
@@ -66,11 +79,10 @@ impl<A: Aggregate> HybridRepository<A> {
                 events_replayed: 0,
             },
         };
-        let from = loaded.version;
-        let tail = self.events.load_after(id, &mut loaded).await?;
-        if tail > 0 || (row_version.is_none() && from == 0 && loaded.version > 0) {
-            self.write_row(id, &loaded.state, loaded.version, row_version)
-                .await?;
+        let applied = self.events.load_after(id, &mut loaded).await?;
+        if applied > 0 {
+            // Best effort: the events are the truth and are already applied.
+            let _ = self.write_row(id, &loaded.state, loaded.version).await;
         }
         Ok(loaded)
     }
@@ -78,9 +90,9 @@ impl<A: Aggregate> HybridRepository<A> {
     /// Loads, decides, appends, then writes the row.
     ///
     /// # Errors
-    /// As [`EventSourcedRepository::execute`]; a failed row write after a successful append
-    /// is reported as the store error (the events are committed and the next load repairs
-    /// the row).
+    /// As [`EventSourcedRepository::execute`]. Once the events are committed the call
+    /// succeeds: a row that fails to save is reported in [`Executed::row_error`], so a
+    /// caller never re-runs a command whose events are already in the stream.
     pub async fn execute(
         &self,
         id: &str,
@@ -95,41 +107,53 @@ impl<A: Aggregate> HybridRepository<A> {
                 .state
                 .handle(command.clone())
                 .map_err(RepositoryError::Domain)?;
-            let done = self.events.commit(id, &loaded, &events).await?;
+            let mut done = self.events.commit(id, &loaded, &events).await?;
             events.iter().for_each(|e| loaded.state.apply(e));
-            let (_, row_version) = self.read_row(id).await?;
-            self.write_row(id, &loaded.state, done.version, row_version)
-                .await?;
+            done.row_error = self.write_row(id, &loaded.state, done.version).await.err();
             Ok(done)
         })
         .await
     }
 
-    async fn read_row(&self, id: &str) -> Result<(Option<Row<A>>, Option<u64>)> {
-        match self.states.get(A::KIND, id).await? {
-            Some(v) => Ok((Some(Json::decode(&v.value)?), Some(v.version))),
-            None => Ok((None, None)),
-        }
+    async fn read_row(&self, id: &str) -> Result<StoredRow<A>> {
+        Ok(match self.states.get(A::KIND, id).await? {
+            Some(v) => StoredRow {
+                row: Json::decode::<Row<A>>(&v.value)
+                    .ok()
+                    .filter(|r| r.revision == A::SNAPSHOT_REVISION),
+                cas: Some(v.version),
+            },
+            None => StoredRow { row: None, cas: None },
+        })
     }
 
-    /// Writes the row unless a newer one is already there (the version guard): on a CAS
-    /// conflict the row is re-read and only replaced while it is behind `version`.
-    async fn write_row(&self, id: &str, state: &A, version: u64, mut row_version: Option<u64>) -> Result<()> {
-        let bytes = Json::encode(&Row { version, state })?;
-        for _ in 0..8 {
-            let expected = row_version.map_or(StateExpectation::New, StateExpectation::Version);
+    /// Writes the row for stream version `version` unless the stored row already reflects
+    /// that version or a later one: a slower writer never moves the row backwards.
+    async fn write_row(&self, id: &str, state: &A, version: u64) -> Result<()> {
+        let bytes = Json::encode(&Row {
+            revision: A::SNAPSHOT_REVISION,
+            version,
+            state,
+        })?;
+        for _ in 0..ROW_WRITE_ATTEMPTS {
+            let stored = self.read_row(id).await?;
+            if stored.row.as_ref().is_some_and(|r| r.version >= version) {
+                return Ok(());
+            }
+            let expected = stored
+                .cas
+                .map_or(StateExpectation::New, StateExpectation::Version);
             match self.states.put(A::KIND, id, expected, bytes.clone()).await {
                 Ok(_) => return Ok(()),
-                Err(e) if e.is_conflict() => {
-                    let (row, rv) = self.read_row(id).await?;
-                    if row.is_some_and(|r| r.version >= version) {
-                        return Ok(());
-                    }
-                    row_version = rv;
-                }
+                Err(e) if e.is_conflict() => continue,
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        Err(Error::StateConflict {
+            kind: A::KIND.to_owned(),
+            id: id.to_owned(),
+            expected: StateExpectation::Any,
+            actual: None,
+        })
     }
 }

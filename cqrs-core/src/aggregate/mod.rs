@@ -84,6 +84,9 @@ pub struct Executed {
     pub snapshot_taken: bool,
     /// A snapshot that failed to save: the command itself succeeded.
     pub snapshot_error: Option<Error>,
+    /// A state row that failed to save after the events were committed (hybrid repository):
+    /// the command itself succeeded and the next load repairs the row.
+    pub row_error: Option<Error>,
 }
 
 /// Runs `attempt` until it succeeds, fails with anything but a conflict, or has been
@@ -135,12 +138,10 @@ pub fn encode_event<E: Serialize>(event: &E) -> Result<(String, serde_json::Valu
 /// # Errors
 /// [`Error::Codec`] if the type is unknown to `E` or the payload does not fit.
 pub fn decode_event<E: DeserializeOwned>(event_type: &str, payload: serde_json::Value) -> Result<E> {
-    let value = if payload.is_null() {
-        serde_json::Value::String(event_type.to_owned())
-    } else {
-        serde_json::json!({ event_type: payload })
-    };
-    serde_json::from_value(value).map_err(|e| Error::codec(format!("event decode of {event_type}"), e))
+    // The map form works for every variant shape: serde_json reads `{"Closed": null}` as a
+    // unit variant and `{"Renamed": null}` as a newtype variant holding `None`.
+    serde_json::from_value(serde_json::json!({ event_type: payload }))
+        .map_err(|e| Error::codec(format!("event decode of {event_type}"), e))
 }
 
 /// Turns domain events into [`EventData`] (fresh ids, JSON content) at `schema_version`.
@@ -180,6 +181,7 @@ mod tests {
     enum CounterEvent {
         Added { by: i64 },
         Closed,
+        Renamed(Option<String>),
     }
 
     #[test]

@@ -81,6 +81,7 @@ impl<A: Aggregate> StateRepository<A> {
                 conflict_retries: 0,
                 snapshot_taken: false,
                 snapshot_error: None,
+                row_error: None,
             })
         })
         .await

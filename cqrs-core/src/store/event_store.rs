@@ -43,6 +43,8 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// [`crate::Error::Conflict`] if the expectation does not hold,
     /// [`crate::Error::IdempotencyMismatch`], [`crate::Error::StreamDeleted`],
+    /// [`crate::Error::AlreadyExists`] for an id committed in another stream (where
+    /// [`Capabilities::global_event_id_uniqueness`] is declared),
     /// [`crate::Error::TooLarge`] and [`crate::Error::InvalidInput`] (checked before any
     /// I/O), [`crate::Error::Unavailable`].
     ///
@@ -56,8 +58,9 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
         events: Vec<EventData>,
     ) -> Result<AppendOutcome>;
 
-    /// Reads up to `max` events of `stream` with version `>= from`, ascending. A page also
-    /// stops at the byte limit (it always holds at least one event). A missing or
+    /// Reads up to `max` events of `stream` with version `>= from`, ascending. A page never
+    /// holds more than [`crate::Limits::max_read_bytes`] of events (by
+    /// [`EventData::encoded_len`]), except a page of a single event. A missing or
     /// soft-deleted stream reads empty.
     ///
     /// # Errors
@@ -79,7 +82,7 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
     /// The stream's state.
     ///
     /// # Errors
-    /// [`crate::Error::Unavailable`] and backend errors only.
+    /// [`crate::Error::Unavailable`], [`crate::Error::Closed`] and backend errors only.
     async fn stream_state(&self, stream: &StreamId) -> Result<StreamState>;
 
     /// Reads up to `max` matching events of the store-wide log after `from`, in log order
@@ -92,10 +95,12 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
     async fn read_all(&self, from: &Checkpoint, max: usize, filter: &EventFilter) -> Result<Batch>;
 
     /// Deletes a stream softly or for ever, if its state satisfies `expected`. Deleting a
-    /// missing stream is a no-op.
+    /// missing stream whose expectation holds (`Any`, `NoStream`) is a no-op. A soft delete
+    /// also deletes the stream's snapshots, as does a tombstone.
     ///
     /// # Errors
-    /// [`crate::Error::Conflict`] for a wrong expectation.
+    /// [`crate::Error::Conflict`] for a wrong expectation; [`crate::Error::StreamDeleted`]
+    /// for a tombstoned stream.
     async fn delete_stream(
         &self,
         stream: &StreamId,
@@ -106,13 +111,14 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
     /// Hides events below `version` from reads; the stream's version is unchanged.
     ///
     /// # Errors
-    /// [`crate::Error::Unsupported`] unless [`Capabilities::truncate`] is declared.
+    /// [`crate::Error::Unsupported`] unless [`Capabilities::truncate`] is declared;
+    /// [`crate::Error::StreamDeleted`] for a tombstoned stream.
     async fn truncate_before(&self, stream: &StreamId, version: u64) -> Result<()>;
 
     /// Lists live streams (not deleted) after `after`, at most `limit`, ordered bytewise.
     ///
     /// # Errors
-    /// Backend errors only.
+    /// [`crate::Error::InvalidInput`] for a `limit` of 0.
     async fn list_streams(&self, after: Option<&StreamId>, limit: usize) -> Result<StreamPage>;
 
     /// Drains in-flight calls and refuses new ones with [`crate::Error::Closed`]. Closing

@@ -78,7 +78,8 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// Writes several entries of one kind, all or nothing; returns their new versions.
     ///
     /// # Errors
-    /// As [`StateStore::put`]; one failed check fails the whole batch.
+    /// As [`StateStore::put`]; one failed check fails the whole batch;
+    /// [`crate::Error::InvalidInput`] when an id appears twice.
     async fn put_batch(&self, kind: &str, writes: Vec<StateWrite>) -> Result<Vec<u64>>;
 
     /// Deletes an entry if it is at `expected` (`None`: no check). Deleting a missing entry
