@@ -372,6 +372,9 @@ impl EventStore for MemoryBackend {
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", limit = limit))]
     async fn list_streams(&self, after: Option<&StreamId>, limit: usize) -> Result<StreamPage> {
         self.begin()?;
+        if limit == 0 {
+            return Err(Error::invalid("list_streams limit must be at least 1"));
+        }
         let inner = self.lock()?;
         let log = &inner.log;
         let lower = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);

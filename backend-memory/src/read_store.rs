@@ -12,9 +12,9 @@ use cqrs_core::{
 use crate::state::{count, Collection, Inner};
 use crate::MemoryBackend;
 
-/// Validates a collection name like a stream id.
+/// Validates a collection name (the portable subset every backend accepts).
 fn check_collection(collection: &str) -> Result<()> {
-    validate_name("collection", collection)
+    cqrs_core::validate_collection(collection)
 }
 
 /// Validates a document against a collection's indexes and the document size limit.
@@ -77,7 +77,7 @@ impl ReadStore for MemoryBackend {
     async fn ensure_index(&self, collection: &str, field: &str, ty: FieldType) -> Result<()> {
         self.begin()?;
         check_collection(collection)?;
-        validate_name("index field", field)?;
+        cqrs_core::validate_field(field)?;
         let now = self.clock.now();
         let mut inner = self.lock()?;
         let c = inner.collections.entry(collection.to_owned()).or_default();

@@ -89,13 +89,19 @@ impl StateStore for MemoryBackend {
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", kind = %kind, writes = writes.len()))]
     async fn put_batch(&self, kind: &str, writes: Vec<StateWrite>) -> Result<Vec<u64>> {
         self.begin()?;
+        let mut ids = std::collections::HashSet::with_capacity(writes.len());
         for w in &writes {
             check_key(kind, &w.id)?;
             self.limits.check_document(w.value.len())?;
+            if !ids.insert(w.id.as_str()) {
+                return Err(Error::invalid(format!(
+                    "state id {:?} appears twice in one batch",
+                    w.id
+                )));
+            }
         }
         let mut inner = self.lock()?;
-        // Decide every write first, in order (a later write of the same id sees the earlier
-        // one), then apply: one failed check leaves everything as it was.
+        // Decide every write first, then apply: one failed check leaves everything as it was.
         let mut planned: HashMap<&str, u64> = HashMap::new();
         let mut versions = Vec::with_capacity(writes.len());
         {

@@ -9,7 +9,7 @@ use std::{sync::Arc, time::Duration};
 use cqrs_core::{Checkpoint, Error, Lease, StoreIdentity};
 use tokio::sync::Barrier;
 
-use crate::{ensure, ensure_eq, ensure_err, Ctx, Deadline, Failure, Harness, Outcome, Verdict};
+use crate::{ensure, ensure_eq, ensure_err, poll_pause, Ctx, Deadline, Failure, Harness, Outcome, Verdict};
 
 /// A lease long enough never to lapse during a test.
 const LONG: Duration = Duration::from_secs(300);
@@ -230,7 +230,7 @@ pub async fn expired_lease_can_be_taken_over(h: Arc<dyn Harness>) -> Outcome {
         deadline.check("a 1 ms lease to lapse")?;
         match store.acquire(&name, &b, LONG).await {
             Ok(lease) => break lease,
-            Err(Error::LeaseHeld { .. }) => tokio::task::yield_now().await,
+            Err(Error::LeaseHeld { .. }) => poll_pause().await,
             Err(e) => return Err(Failure(format!("acquire of a lapsing lease: {e:?}"))),
         }
     };

@@ -15,7 +15,7 @@ use tokio::sync::Barrier;
 
 use crate::{
     batch_ids, ensure, ensure_eq, ensure_err, event, events, join_task, list_streams_to_end, not_run,
-    of_stream, read_all_to_end, read_stream_to_end, recorded_ids, recorded_versions, rich_event,
+    of_stream, read_all_to_end, read_stream_to_end, recorded_ids, recorded_versions, rich_event, settle,
     wall_clock_now, Ctx, Failure, Harness, Outcome, Verdict,
 };
 
@@ -1098,8 +1098,39 @@ pub async fn pages_respect_the_byte_limit(h: Arc<dyn Harness>) -> Outcome {
             .ctx("append a 6 MiB event")?;
         expected = ExpectedVersion::Exact(out.next_expected);
     }
+    // Three 6 MiB events against the default 16 MiB page limit: a page holds the two that
+    // fit and never exceeds the limit.
     let first = es.read_stream(&s, 1, 10).await.ctx("read_stream")?;
-    ensure!(!first.is_empty(), "a page always holds at least one event");
+    ensure_eq!(
+        recorded_versions(&first),
+        vec![1, 2],
+        "first forward page under the byte limit"
+    );
+    let last = es
+        .read_stream_backward(&s, None, 10)
+        .await
+        .ctx("read_stream_backward")?;
+    ensure_eq!(
+        recorded_versions(&last),
+        vec![3, 2],
+        "first backward page under the byte limit"
+    );
+    let one = es.read_stream(&s, 3, 10).await.ctx("read_stream")?;
+    ensure_eq!(recorded_versions(&one), vec![3], "a page of one event at the end");
+    if es.capabilities().has_store_wide_log() {
+        settle(&*h).await?;
+        let filter = EventFilter::stream_prefix(s.as_str());
+        let page = es
+            .read_all(&Checkpoint::origin(), 10, &filter)
+            .await
+            .ctx("read_all")?;
+        let bytes: usize = page.events.iter().map(|e| e.data.encoded_len()).sum();
+        ensure!(
+            page.events.len() == 1 || bytes <= cqrs_core::Limits::DEFAULT_MAX_READ_BYTES,
+            "a read_all page of {} events holds {bytes} bytes, over the limit",
+            page.events.len()
+        );
+    }
     let all: Vec<RecordedEvent> = es
         .stream_events(&s, 1, 10)
         .try_collect()
@@ -1969,6 +2000,37 @@ pub async fn admin_set_stream_state(h: Arc<dyn Harness>) -> Outcome {
     Ok(Verdict::Passed)
 }
 
+/// Metadata holding a NUL character is refused before any write (PostgreSQL text cannot
+/// hold it, so no backend accepts it), and the stream stays Missing.
+pub async fn metadata_with_nul_is_refused(h: Arc<dyn Harness>) -> Outcome {
+    let es = &*h.stores().events;
+    let s = h.namespace().stream("nul");
+    let mut md = cqrs_core::Metadata {
+        actor: Some("a\u{0}b".into()),
+        ..Default::default()
+    };
+    let bad = event("Tested", 1).with_metadata(md.clone());
+    ensure_err!(
+        es.append(&s, ExpectedVersion::Any, vec![bad]).await,
+        Error::InvalidInput { .. },
+        "actor with NUL"
+    );
+    md.actor = None;
+    md.extra.insert("k\u{0}".into(), "v".into());
+    let bad = event("Tested", 1).with_metadata(md);
+    ensure_err!(
+        es.append(&s, ExpectedVersion::Any, vec![bad]).await,
+        Error::InvalidInput { .. },
+        "extra key with NUL"
+    );
+    ensure_eq!(
+        state(es, &s).await?,
+        StreamState::Missing,
+        "stream after refused appends"
+    );
+    Ok(Verdict::Passed)
+}
+
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __event_store_tests {
@@ -2012,6 +2074,7 @@ macro_rules! __event_store_tests {
                 versions_above_i64_are_refused,
                 admin_import_keeps_versions_ids_and_timestamps,
                 admin_set_stream_state,
+                metadata_with_nul_is_refused,
             ]
         );
     };

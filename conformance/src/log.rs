@@ -23,7 +23,7 @@ use tokio::sync::Barrier;
 
 use crate::{
     ensure, ensure_each_once, ensure_eq, ensure_err, ensure_log_order, event, events, ids_by_partition,
-    not_run, of_stream, read_all_to_end, Ctx, Deadline, Failure, Harness, Outcome, Verdict,
+    not_run, of_stream, poll_pause, read_all_to_end, Ctx, Deadline, Failure, Harness, Outcome, Verdict,
 };
 
 /// Ends the behaviour as not run unless the store declares a store-wide log.
@@ -276,7 +276,7 @@ pub async fn live_reader_misses_nothing_under_many_writers(h: Arc<dyn Harness>) 
                     return Ok::<_, Failure>(seen);
                 }
                 if empty {
-                    tokio::task::yield_now().await;
+                    poll_pause().await;
                 }
             }
         })
@@ -912,6 +912,11 @@ pub async fn total_order_follows_append_order(h: Arc<dyn Harness>) -> Outcome {
     if !es.capabilities().total_order {
         not_run!("needs Capabilities::total_order");
     }
+    ensure_eq!(
+        es.capabilities().partitions,
+        1,
+        "a store claiming a total order has one partition"
+    );
     let ns = h.namespace();
     let streams: Vec<StreamId> = (0..4).map(|i| ns.stream(&format!("total-{i}"))).collect();
     let appended = mixed_history(&*es, &streams, 3).await?;

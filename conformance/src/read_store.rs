@@ -1406,6 +1406,42 @@ pub async fn drop_collection_removes_documents_and_indexes(h: Arc<dyn Harness>) 
     Ok(Verdict::Passed)
 }
 
+/// Collection and field names outside the portable subset (`cqrs_core::validate_collection`,
+/// `cqrs_core::validate_field`), bodies holding NUL characters and expiries outside years 1 to
+/// 9999 are refused with InvalidInput on every backend, and nothing is stored.
+pub async fn unportable_names_and_bodies_are_refused(h: Arc<dyn Harness>) -> Outcome {
+    let rs = &*h.stores().reads;
+    let col = h.namespace().name("names");
+    for bad in ["a.b", "a{b}", "x y", ""] {
+        ensure_err!(
+            rs.upsert(bad, Document::new("d", json!({}))).await,
+            Error::InvalidInput { .. },
+            "collection name {bad:?}"
+        );
+    }
+    for bad in ["a.b", "$x", "2x", "a-b", ""] {
+        ensure_err!(
+            rs.ensure_index(&col, bad, FieldType::I64).await,
+            Error::InvalidInput { .. },
+            "field name {bad:?}"
+        );
+    }
+    let nul = Document::new("d", json!({ "text": "a\u{0}b" }));
+    ensure_err!(
+        rs.upsert(&col, nul).await,
+        Error::InvalidInput { .. },
+        "a body holding a NUL character"
+    );
+    let far = Document::new("d", json!({})).expires_at(Timestamp::from_millis(i64::MAX));
+    ensure_err!(
+        rs.upsert(&col, far).await,
+        Error::InvalidInput { .. },
+        "an expiry after year 9999"
+    );
+    ensure_eq!(rs.get(&col, "d").await.ctx("get")?, None, "nothing stored");
+    Ok(Verdict::Passed)
+}
+
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __read_store_tests {
@@ -1433,6 +1469,7 @@ macro_rules! __read_store_tests {
                 commit_with_stale_epoch_changes_nothing,
                 failed_commit_changes_nothing,
                 drop_collection_removes_documents_and_indexes,
+                unportable_names_and_bodies_are_refused,
             ]
         );
     };

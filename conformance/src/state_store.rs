@@ -650,6 +650,46 @@ pub async fn list_pages_bytewise(h: Arc<dyn Harness>) -> Outcome {
     Ok(Verdict::Passed)
 }
 
+/// A batch naming one id twice is refused as a whole (InvalidInput), nothing written: every
+/// backend must give the same answer, and SQL upserts cannot touch a row twice (59).
+pub async fn put_batch_refuses_duplicate_ids(h: Arc<dyn Harness>) -> Outcome {
+    let st = &*h.stores().states;
+    let kind = h.namespace().name("dup");
+    let writes = vec![
+        StateWrite {
+            id: "a".into(),
+            expected: StateExpectation::New,
+            value: b("1"),
+        },
+        StateWrite {
+            id: "b".into(),
+            expected: StateExpectation::New,
+            value: b("2"),
+        },
+        StateWrite {
+            id: "a".into(),
+            expected: StateExpectation::Any,
+            value: b("3"),
+        },
+    ];
+    ensure_err!(
+        st.put_batch(&kind, writes).await,
+        Error::InvalidInput { .. },
+        "a batch writing id a twice"
+    );
+    ensure_eq!(
+        st.get(&kind, "a").await.ctx("get a")?,
+        None,
+        "nothing written for a"
+    );
+    ensure_eq!(
+        st.get(&kind, "b").await.ctx("get b")?,
+        None,
+        "nothing written for b"
+    );
+    Ok(Verdict::Passed)
+}
+
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __state_store_tests {
@@ -670,6 +710,7 @@ macro_rules! __state_store_tests {
                 invalid_kind_or_id_is_refused,
                 oversize_value_is_too_large,
                 list_pages_bytewise,
+                put_batch_refuses_duplicate_ids,
             ]
         );
     };

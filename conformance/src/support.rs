@@ -182,8 +182,8 @@ pub fn ensure_each_once(events: &[RecordedEvent], what: &str) -> Result<(), Fail
     Ok(())
 }
 
-/// A time limit for awaiting a condition by polling (with `tokio::task::yield_now` between
-/// attempts), never by sleeping.
+/// A time limit for awaiting a condition by polling (with [`poll_pause`] between
+/// attempts): the pause paces the polls, the condition ends the wait.
 #[derive(Debug, Clone)]
 pub struct Deadline {
     until: tokio::time::Instant,
@@ -209,6 +209,13 @@ impl Deadline {
         }
         Ok(())
     }
+}
+
+/// The pause between two polls of a condition (an empty tail read, a lease not yet
+/// lapsed): short enough to react at once, long enough not to spin a 2-core machine or
+/// flood a server with queries. Never used to wait for something to happen by itself.
+pub async fn poll_pause() {
+    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
 }
 
 // --- end of part B helpers ---
