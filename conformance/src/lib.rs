@@ -31,6 +31,7 @@ pub mod idempotency;
 pub mod lifecycle;
 pub mod log;
 pub mod policies;
+pub mod projections;
 pub mod read_store;
 pub mod snapshot_store;
 pub mod state_store;
@@ -57,6 +58,7 @@ macro_rules! suite {
             $crate::__read_store_tests!($factory);
             $crate::__checkpoint_store_tests!($factory);
             $crate::__policies_tests!($factory);
+            $crate::__projections_tests!($factory);
             $crate::__lifecycle_tests!($factory);
         }
     };

@@ -1,8 +1,11 @@
 //! # cqrs-runtime
 //!
-//! Runtime pieces that need tokio: projection runner, relay, handler middleware.
-//!
-//! Not implemented yet: this crate compiles so the workspace and the facade's feature
-//! compile; its issue in the tracker describes what it will hold.
+//! The pieces that need an async runtime (tokio): the [projection runner](projection), and
+//! later the relay from the event store to a bus and bus handler middleware. Everything here
+//! depends only on the traits of `cqrs-core`, so it runs over any backend.
 
-pub use cqrs_core;
+pub mod projection;
+mod retry;
+
+pub use projection::{Projection, ProjectionRunner, RunnerHandle, RunnerOptions, RunnerState, RunnerStatus};
+pub use retry::RetryPolicy;
