@@ -4,8 +4,10 @@
 //! later the relay from the event store to a bus and bus handler middleware. Everything here
 //! depends only on the traits of `cqrs-core`, so it runs over any backend.
 
+pub mod migrate;
 pub mod projection;
 mod retry;
 
+pub use migrate::{Migration, MigrationOptions, Progress, Verification};
 pub use projection::{Projection, ProjectionRunner, RunnerHandle, RunnerOptions, RunnerState, RunnerStatus};
 pub use retry::RetryPolicy;
