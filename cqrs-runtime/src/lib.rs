@@ -7,6 +7,7 @@
 pub mod migrate;
 pub mod projection;
 mod retry;
+pub mod rewrite;
 
 pub use migrate::{Migration, MigrationOptions, Progress, Verification};
 pub use projection::{Projection, ProjectionRunner, RunnerHandle, RunnerOptions, RunnerState, RunnerStatus};
