@@ -36,6 +36,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod admin;
+mod bus;
 mod checkpoint_store;
 mod event_store;
 mod options;
@@ -44,6 +45,7 @@ mod snapshot_store;
 mod state;
 mod state_store;
 
+pub use bus::{MemoryBus, MemoryBusOptions};
 pub use options::MemoryOptions;
 pub use state::MemoryBackend;
 

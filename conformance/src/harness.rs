@@ -205,15 +205,35 @@ where
     B: FnOnce(Arc<dyn Harness>) -> BF,
     BF: Future<Output = Outcome> + Send + 'static,
 {
+    run_behaviour(
+        name,
+        |ns| async move { factory(ns).await.map(|h| Arc::new(h) as Arc<dyn Harness>) },
+        behaviour,
+        |h| async move { h.teardown().await },
+    );
+}
+
+/// The runner behind every suite: builds the harness in a fresh namespace, runs the
+/// behaviour on a spawned task (so a panic is caught and named), tears down only after a
+/// pass, and reports NOT RUN verdicts.
+pub(crate) fn run_behaviour<D, M, MF, B, BF, T, TF>(name: &'static str, make: M, behaviour: B, teardown: T)
+where
+    D: ?Sized + Send + Sync + 'static,
+    M: FnOnce(Namespace) -> MF,
+    MF: Future<Output = std::result::Result<Arc<D>, BoxError>>,
+    B: FnOnce(Arc<D>) -> BF,
+    BF: Future<Output = Outcome> + Send + 'static,
+    T: FnOnce(Arc<D>) -> TF,
+    TF: Future<Output = std::result::Result<(), BoxError>>,
+{
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .enable_all()
         .build()
         .unwrap_or_else(|e| panic!("{name}: cannot build a tokio runtime: {e}"));
     let verdict = rt.block_on(async move {
-        let ns = Namespace::for_test(name);
-        let harness: Arc<dyn Harness> = match factory(ns).await {
-            Ok(h) => Arc::new(h),
+        let harness = match make(Namespace::for_test(name)).await {
+            Ok(h) => h,
             Err(e) => {
                 return Err(Failure(format!(
                     "the backend's harness could not be created: {e}"
@@ -225,7 +245,7 @@ where
             Err(join) => Err(Failure(format!("the behaviour panicked: {join}"))),
         };
         if outcome.is_ok() {
-            if let Err(e) = harness.teardown().await {
+            if let Err(e) = teardown(harness).await {
                 return Err(Failure(format!("teardown failed: {e}")));
             }
         }

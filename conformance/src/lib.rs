@@ -25,6 +25,7 @@
 mod harness;
 mod support;
 
+pub mod bus;
 pub mod checkpoint_store;
 pub mod event_store;
 pub mod idempotency;
@@ -60,6 +61,24 @@ macro_rules! suite {
             $crate::__policies_tests!($factory);
             $crate::__projections_tests!($factory);
             $crate::__lifecycle_tests!($factory);
+        }
+    };
+}
+
+/// Expands to a module `$name` with one submodule per bus group and one `#[test]` per bus
+/// behaviour (see [`bus`]). `$factory` is `FnOnce(Namespace) -> impl Future<Output =
+/// Result<impl bus::BusHarness, BoxError>>`; it is evaluated once per test.
+#[macro_export]
+macro_rules! bus_suite {
+    ($name:ident, $factory:expr $(,)?) => {
+        #[allow(unused_imports)]
+        mod $name {
+            use super::*;
+            $crate::__bus_delivery_tests!($factory);
+            $crate::__bus_ordering_tests!($factory);
+            $crate::__bus_failure_tests!($factory);
+            $crate::__bus_lifecycle_tests!($factory);
+            $crate::__bus_retention_tests!($factory);
         }
     };
 }

@@ -11,6 +11,7 @@
 //!   [`CheckpointStore`], [`Admin`].
 //! - Pure logic: [`codec`], [`compression`], [`Limits`], [`decide_append`],
 //!   [`snapshot_policy`], [`upcast`], [`aggregate`], [`dispatch`], [`read_model`].
+//! - The event bus: [`bus`] ([`EventBus`], [`Message`], [`SubscriptionSpec`], [`MessageHandler`]).
 //!
 //! Time comes through the [`Clock`] trait.
 
@@ -26,6 +27,7 @@ mod stream_id;
 mod version;
 
 pub mod aggregate;
+pub mod bus;
 pub mod codec;
 pub mod compression;
 pub mod dispatch;
@@ -33,6 +35,10 @@ pub mod read_model;
 pub mod snapshot_policy;
 pub mod upcast;
 
+pub use bus::{
+    BusCapabilities, Delivery, EventBus, HandlerError, Message, MessageHandler, MessageId, Priority,
+    SubscriptionSpec,
+};
 pub use capabilities::Capabilities;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{BoxError, Error, LimitKind, Outcome, Result};

@@ -1,59 +1,13 @@
-//! Retry with exponential backoff.
+//! Retry with backoff: the one policy type of the SDK, defined in core
+//! ([`cqrs_core::bus::RetryPolicy`]) and shared by the projection runner, the handler
+//! middleware and the bus transports, so there is one backoff computation.
 
-use std::time::Duration;
-
-/// How often and how patiently a failed handler call is retried.
-///
-/// The first attempt runs at once; attempt `n` (from 2) waits `initial * 2^(n-2)`, capped at
-/// `max_backoff`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Attempts in all, the first included (1: no retry).
-    pub max_attempts: u32,
-    /// Wait before the second attempt.
-    pub initial_backoff: Duration,
-    /// Longest wait between attempts.
-    pub max_backoff: Duration,
-}
-
-impl RetryPolicy {
-    /// No retries: one attempt.
-    pub const fn none() -> Self {
-        RetryPolicy {
-            max_attempts: 1,
-            initial_backoff: Duration::ZERO,
-            max_backoff: Duration::ZERO,
-        }
-    }
-
-    /// `attempts` attempts with backoff starting at `initial` and capped at `max`.
-    pub const fn exponential(attempts: u32, initial: Duration, max: Duration) -> Self {
-        RetryPolicy {
-            max_attempts: attempts,
-            initial_backoff: initial,
-            max_backoff: max,
-        }
-    }
-
-    /// The wait before attempt `attempt` (1-based): zero for the first.
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        if attempt <= 1 {
-            return Duration::ZERO;
-        }
-        let factor = 2u32.saturating_pow(attempt - 2);
-        self.initial_backoff.saturating_mul(factor).min(self.max_backoff)
-    }
-}
-
-impl Default for RetryPolicy {
-    /// 5 attempts, from 50 ms up to 5 s.
-    fn default() -> Self {
-        RetryPolicy::exponential(5, Duration::from_millis(50), Duration::from_secs(5))
-    }
-}
+pub use cqrs_core::bus::RetryPolicy;
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
