@@ -111,9 +111,7 @@ pub async fn connect(url: &str) -> Result<Stores> {
         #[cfg(feature = "memory")]
         BackendKind::Memory => Ok(backend_memory::MemoryBackend::new().stores()),
         #[cfg(feature = "postgres")]
-        BackendKind::Postgres => Err(Error::Unsupported {
-            capability: "the PostgreSQL backend is not implemented yet",
-        }),
+        BackendKind::Postgres => backend_postgres::connect(url).await,
         #[cfg(feature = "redis")]
         BackendKind::Redis => Err(Error::Unsupported {
             capability: "the Redis backend is not implemented yet",
@@ -127,6 +125,20 @@ pub async fn connect(url: &str) -> Result<Stores> {
             "{other:?} URLs need the `{}` feature of the cqrs crate",
             other.feature()
         ))),
+    }
+}
+
+/// Prepares the store a URL names: creates or upgrades its schema (PostgreSQL migrations),
+/// idempotently and safely under concurrent first use. Run it once at deployment (or at
+/// start-up) before [`connect`]; backends that need no preparation do nothing.
+///
+/// # Errors
+/// As [`connect`], plus the backend's migration errors.
+pub async fn migrate(url: &str) -> Result<()> {
+    match BackendKind::from_url(url)? {
+        #[cfg(feature = "postgres")]
+        BackendKind::Postgres => backend_postgres::migrate(url).await,
+        _ => connect(url).await.map(|_| ()),
     }
 }
 
@@ -201,5 +213,39 @@ mod tests {
             stores.events.stream_state(&s).await.unwrap(),
             StreamState::Live(1)
         );
+    }
+
+    /// `postgres://` through the facade: migrate, connect, append, read back; the schema is
+    /// this test's own and is dropped afterwards.
+    #[cfg(feature = "postgres")]
+    #[tokio::test]
+    async fn postgres_url_migrates_and_connects() {
+        let base = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let schema = format!("t_facade_{}", uuid::Uuid::now_v7().simple());
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{sep}schema={schema}");
+        assert!(connect(&url).await.is_err(), "an unmigrated schema is refused");
+        migrate(&url).await.unwrap();
+        migrate(&url).await.unwrap();
+        let stores = connect(&url).await.unwrap();
+        let s: StreamId = "order-1".parse().unwrap();
+        let out = stores
+            .events
+            .append(
+                &s,
+                ExpectedVersion::NoStream,
+                vec![EventData::json("Placed", &1).unwrap()],
+            )
+            .await
+            .unwrap();
+        assert_eq!(out.next_expected, 1);
+        assert_eq!(stores.events.read_stream(&s, 1, 10).await.unwrap().len(), 1);
+        stores.events.close().await.unwrap();
+        let pool = sqlx::PgPool::connect(&base).await.unwrap();
+        sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+            .execute(&pool)
+            .await
+            .unwrap();
     }
 }

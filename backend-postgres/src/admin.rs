@@ -1,0 +1,272 @@
+//! [`Admin`] for [`PgBackend`]: raw reads, imports and state changes for operators.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use cqrs_core::{
+    check_version, Admin, Error, EventData, ExpectedVersion, ImportedEvent, RecordedEvent, Result, StreamId,
+    StreamState,
+};
+use sqlx::{PgConnection, Row};
+
+use crate::backend::{clamp_i64, count_i64, cut_bytes, event_from_row, stream_state, to_u64};
+use crate::error::{self, Sent};
+use crate::PgBackend;
+
+impl PgBackend {
+    /// Takes the stream's append lock and reads its row: state and last stored version.
+    async fn lock_stream(&self, conn: &mut PgConnection, stream: &StreamId) -> Result<(StreamState, bool)> {
+        self.trip();
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(stream.as_str())
+            .execute(&mut *conn)
+            .await
+            .map_err(error::sent)?;
+        self.trip();
+        let row = sqlx::query(
+            &self.sql("SELECT state, version FROM __SCHEMA__.streams WHERE stream_id = $1 FOR UPDATE"),
+        )
+        .bind(stream.as_str())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(error::sent)?;
+        match row {
+            None => Ok((StreamState::Missing, false)),
+            Some(row) => Ok((
+                stream_state(
+                    Some(row.try_get("state").map_err(error::sent)?),
+                    row.try_get("version").map_err(error::sent)?,
+                )?,
+                true,
+            )),
+        }
+    }
+
+    /// The last stored version of a stream, whatever its state.
+    async fn last_stored(&self, conn: &mut PgConnection, stream: &StreamId) -> Result<u64> {
+        self.trip();
+        let last: i64 = sqlx::query_scalar(
+            &self.sql("SELECT coalesce(max(version), 0) FROM __SCHEMA__.events WHERE stream_id = $1"),
+        )
+        .bind(stream.as_str())
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(error::sent)?;
+        to_u64(last)
+    }
+}
+
+/// The number of a stream state in the `streams` table.
+fn state_code(state: StreamState) -> i16 {
+    match state {
+        StreamState::Missing => 0,
+        StreamState::Live(_) => 1,
+        StreamState::SoftDeleted(_) => 2,
+        StreamState::Tombstoned => 3,
+    }
+}
+
+#[async_trait]
+impl Admin for PgBackend {
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "postgres", limit = limit))]
+    async fn list_all_streams(
+        &self,
+        after: Option<&StreamId>,
+        limit: usize,
+    ) -> Result<Vec<(StreamId, StreamState)>> {
+        self.begin()?;
+        self.trip();
+        let rows = sqlx::query(&self.sql(
+            "SELECT stream_id, state, version FROM __SCHEMA__.streams
+             WHERE $1::text IS NULL OR stream_id > $1::text COLLATE \"C\"
+             ORDER BY stream_id LIMIT $2",
+        ))
+        .bind(after.map(StreamId::as_str))
+        .bind(count_i64(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(error::sent)?;
+        rows.iter()
+            .map(|row| {
+                let name: String = row.try_get("stream_id").map_err(error::sent)?;
+                Ok((
+                    StreamId::new(name).map_err(|e| Error::corrupt(format!("stored stream id: {e}")))?,
+                    stream_state(
+                        Some(row.try_get("state").map_err(error::sent)?),
+                        row.try_get("version").map_err(error::sent)?,
+                    )?,
+                ))
+            })
+            .collect()
+    }
+
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "postgres", stream = %stream, from = from, max = max))]
+    async fn read_raw(&self, stream: &StreamId, from: u64, max: usize) -> Result<Vec<RecordedEvent>> {
+        self.begin()?;
+        self.trip();
+        let rows = sqlx::query(&self.sql(include_str!("sql/read_raw.sql")))
+            .bind(stream.as_str())
+            .bind(clamp_i64(from))
+            .bind(count_i64(max))
+            .bind(count_i64(self.limits.max_read_bytes))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(error::sent)?;
+        let events = rows.iter().map(event_from_row).collect::<Result<Vec<_>>>()?;
+        Ok(cut_bytes(events, self.limits.max_read_bytes))
+    }
+
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "postgres", stream = %stream, events = events.len()))]
+    async fn import_commit(&self, stream: &StreamId, events: Vec<ImportedEvent>) -> Result<()> {
+        self.begin()?;
+        let data: Vec<EventData> = events.iter().map(|e| e.data.clone()).collect();
+        self.limits.check_batch(&data)?;
+        let Some(first) = events.first().map(|e| e.version) else {
+            return Ok(());
+        };
+        if first == 0 {
+            return Err(Error::invalid("imported versions start at 1"));
+        }
+        let n = u64::try_from(events.len()).unwrap_or(u64::MAX);
+        check_version(first.saturating_add(n - 1))?;
+        if events
+            .iter()
+            .zip(0u64..)
+            .any(|(e, i)| first.checked_add(i) != Some(e.version))
+        {
+            return Err(Error::invalid(format!(
+                "imported versions of {stream} must be contiguous from {first}"
+            )));
+        }
+        let mut tx = self.pool.begin().await.map_err(error::not_sent)?;
+        let (state, _) = self.lock_stream(&mut tx, stream).await?;
+        let Some(current) = state.last_version() else {
+            return Err(Error::StreamDeleted {
+                stream: stream.clone(),
+            });
+        };
+        let ids: Vec<uuid::Uuid> = events.iter().map(|e| *e.data.event_id.as_uuid()).collect();
+        self.trip();
+        let rows = sqlx::query(&self.sql(
+            "SELECT event_id, version FROM __SCHEMA__.events WHERE stream_id = $1 AND event_id = ANY($2)",
+        ))
+        .bind(stream.as_str())
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(error::sent)?;
+        let mut committed = HashMap::new();
+        for row in &rows {
+            let id: uuid::Uuid = row.try_get("event_id").map_err(error::sent)?;
+            committed.insert(id, to_u64(row.try_get("version").map_err(error::sent)?)?);
+        }
+        let mut hits = 0;
+        for e in &events {
+            match committed.get(e.data.event_id.as_uuid()) {
+                Some(&v) if v == e.version => hits += 1,
+                Some(&v) => {
+                    return Err(Error::IdempotencyMismatch {
+                        stream: stream.clone(),
+                        reason: format!(
+                            "event id {} is committed at version {v}, the import puts it at {}",
+                            e.data.event_id, e.version
+                        ),
+                    })
+                }
+                None => {}
+            }
+        }
+        if hits == events.len() {
+            return Ok(());
+        }
+        if hits > 0 {
+            return Err(Error::IdempotencyMismatch {
+                stream: stream.clone(),
+                reason: format!(
+                    "{hits} of {} imported event ids are already committed",
+                    events.len()
+                ),
+            });
+        }
+        if first != current + 1 {
+            return Err(Error::Conflict {
+                stream: stream.clone(),
+                expected: ExpectedVersion::Exact(first - 1).normalized(),
+                actual: state,
+            });
+        }
+        let versions: Vec<i64> = events.iter().map(|e| clamp_i64(e.version)).collect();
+        let types: Vec<&str> = events.iter().map(|e| e.data.event_type.as_str()).collect();
+        let schema_versions: Vec<i64> = events.iter().map(|e| i64::from(e.data.schema_version)).collect();
+        let content_types: Vec<&str> = events.iter().map(|e| e.data.content_type.as_str()).collect();
+        let encodings: Vec<&str> = events.iter().map(|e| e.data.content_encoding.as_str()).collect();
+        let metadata: Vec<String> = events.iter().map(|e| e.data.metadata.to_json()).collect();
+        let payloads: Vec<&[u8]> = events.iter().map(|e| e.data.payload.as_ref()).collect();
+        let recorded: Vec<i64> = events.iter().map(|e| e.recorded_at.as_millis()).collect();
+        self.trip();
+        sqlx::query(&self.sql(include_str!("sql/import.sql")))
+            .bind(stream.as_str())
+            .bind(versions)
+            .bind(&ids)
+            .bind(types)
+            .bind(schema_versions)
+            .bind(content_types)
+            .bind(encodings)
+            .bind(metadata)
+            .bind(payloads)
+            .bind(recorded)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| error::map(e, Sent::Maybe, Some(stream)))?;
+        let last = first.saturating_add(n - 1);
+        self.trip();
+        sqlx::query(&self.sql(
+            "INSERT INTO __SCHEMA__.streams (stream_id, state, version) VALUES ($1, 1, $2)
+             ON CONFLICT (stream_id) DO UPDATE SET state = 1, version = excluded.version",
+        ))
+        .bind(stream.as_str())
+        .bind(clamp_i64(last))
+        .execute(&mut *tx)
+        .await
+        .map_err(error::sent)?;
+        self.trip();
+        tx.commit().await.map_err(error::sent)
+    }
+
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "postgres", stream = %stream, state = %state))]
+    async fn set_stream_state(&self, stream: &StreamId, state: StreamState) -> Result<()> {
+        self.begin()?;
+        let mut tx = self.pool.begin().await.map_err(error::not_sent)?;
+        let (_, exists) = self.lock_stream(&mut tx, stream).await?;
+        let last = self.last_stored(&mut tx, stream).await?;
+        let contradicts = |what: &str| {
+            Err(Error::invalid(format!(
+                "cannot set {stream} to {state}: {what} (its last stored version is {last})"
+            )))
+        };
+        match state {
+            StreamState::Missing if last > 0 => return contradicts("it holds events"),
+            StreamState::Missing if !exists => return Ok(()),
+            StreamState::Live(v) | StreamState::SoftDeleted(v) if v == 0 || v != last => {
+                return contradicts("the version must be its last stored version")
+            }
+            _ => {}
+        }
+        let code = state_code(state);
+        self.trip();
+        sqlx::query(&self.sql(
+            "INSERT INTO __SCHEMA__.streams AS s (stream_id, state, version, visible_from)
+             VALUES ($1, $2, $3, CASE WHEN $2 = 2 THEN $3 + 1 ELSE 1 END)
+             ON CONFLICT (stream_id) DO UPDATE SET state = $2, version = $3,
+                 visible_from = CASE WHEN $2 = 2 THEN greatest(s.visible_from, $3 + 1) ELSE s.visible_from END",
+        ))
+        .bind(stream.as_str())
+        .bind(code)
+        .bind(clamp_i64(last))
+        .execute(&mut *tx)
+        .await
+        .map_err(error::sent)?;
+        self.trip();
+        tx.commit().await.map_err(error::sent)
+    }
+}

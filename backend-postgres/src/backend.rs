@@ -1,0 +1,236 @@
+//! [`PgBackend`]: one pool, every store trait.
+
+use std::{
+    fmt,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        OnceLock,
+    },
+};
+
+use cqrs_core::{
+    Capabilities, ContentEncoding, ContentType, Error, EventData, EventId, Limits, Metadata, Position,
+    RecordedEvent, Result, StoreIdentity, Stores, StreamId, StreamState, Timestamp,
+};
+use sqlx::{pool::PoolConnection, postgres::PgRow, PgPool, Postgres, Row};
+
+use crate::{error, schema::SchemaName, PgStoreOptions};
+
+/// The partition of the PostgreSQL log (there is one: a total order).
+pub(crate) const PARTITION: u32 = 0;
+
+/// The PostgreSQL backend: one [`PgPool`] implementing every store trait of `cqrs-core`.
+///
+/// Create it with [`PgBackend::connect`], then run [`PgBackend::migrate`] once (it is
+/// idempotent and safe under concurrent first use).
+pub struct PgBackend {
+    pub(crate) pool: PgPool,
+    pub(crate) schema: SchemaName,
+    pub(crate) limits: Limits,
+    identity: OnceLock<StoreIdentity>,
+    closed: AtomicBool,
+    trips: AtomicU64,
+}
+
+impl PgBackend {
+    /// The capabilities every PostgreSQL backend declares.
+    pub(crate) const CAPABILITIES: Capabilities = Capabilities {
+        partitions: 1,
+        total_order: true,
+        global_event_id_uniqueness: true,
+        truncate: true,
+    };
+
+    /// Connects a pool (lazily: the first call opens the first connection) and, if the
+    /// schema is already migrated, loads the store identity.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] if the server cannot be reached.
+    pub async fn connect(options: &PgStoreOptions) -> Result<std::sync::Arc<Self>> {
+        let pool = options
+            .pool_options()
+            .connect_with(options.connect_options())
+            .await
+            .map_err(error::not_sent)?;
+        let backend = std::sync::Arc::new(PgBackend {
+            pool,
+            schema: options.schema().clone(),
+            limits: options.get_limits(),
+            identity: OnceLock::new(),
+            closed: AtomicBool::new(false),
+            trips: AtomicU64::new(0),
+        });
+        // Not migrated yet is fine: `migrate` loads the identity.
+        let _ = backend.load_identity().await;
+        Ok(backend)
+    }
+
+    /// Every store of this backend as trait objects sharing its pool.
+    pub fn stores(self: &std::sync::Arc<Self>) -> Stores {
+        Stores::from_backend(std::sync::Arc::clone(self))
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The schema this backend uses.
+    pub fn schema(&self) -> &SchemaName {
+        &self.schema
+    }
+
+    /// Statements sent to the server so far (the "round trips").
+    pub fn round_trips(&self) -> u64 {
+        self.trips.load(Ordering::Relaxed)
+    }
+
+    /// Refuses calls after `close`.
+    pub(crate) fn begin(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    /// Counts one statement sent.
+    pub(crate) fn trip(&self) {
+        self.trips.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Marks the backend closed and closes the pool (waiting for connections in use).
+    pub(crate) async fn shut(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.pool.close().await;
+    }
+
+    /// A pooled connection; failing here means nothing was sent.
+    pub(crate) async fn conn(&self) -> Result<PoolConnection<Postgres>> {
+        self.pool.acquire().await.map_err(error::not_sent)
+    }
+
+    /// `template` with the schema substituted.
+    pub(crate) fn sql(&self, template: &str) -> String {
+        self.schema.sql(template)
+    }
+
+    /// The store identity (a placeholder before the schema is migrated).
+    pub(crate) fn identity_value(&self) -> StoreIdentity {
+        self.identity.get().cloned().unwrap_or_else(|| StoreIdentity {
+            id: format!("unmigrated:{}", self.schema.as_str()),
+            epoch: 0,
+        })
+    }
+
+    /// Reads the identity row written by the first migration.
+    pub(crate) async fn load_identity(&self) -> Result<StoreIdentity> {
+        if let Some(id) = self.identity.get() {
+            return Ok(id.clone());
+        }
+        self.trip();
+        let row = sqlx::query(&self.sql("SELECT store_id::text AS id, epoch FROM __SCHEMA__.meta"))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(error::sent)?;
+        let identity = StoreIdentity {
+            id: row.try_get("id").map_err(error::sent)?,
+            epoch: to_u64(row.try_get("epoch").map_err(error::sent)?)?,
+        };
+        Ok(self.identity.get_or_init(|| identity).clone())
+    }
+}
+
+impl fmt::Debug for PgBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgBackend")
+            .field("schema", &self.schema.as_str())
+            .field("identity", &self.identity.get())
+            .field("closed", &self.closed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// An `i64` from the database as `u64`.
+pub(crate) fn to_u64(v: i64) -> Result<u64> {
+    u64::try_from(v).map_err(|_| Error::corrupt(format!("negative stored number {v}")))
+}
+
+/// A `u64` as `i64`, saturating (for bounds that may exceed every stored value).
+pub(crate) fn clamp_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A count as `i64`, saturating.
+pub(crate) fn count_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The log position of a row.
+pub(crate) fn position(tx: i64, seq: i64) -> Result<Position> {
+    Ok(Position::new(PARTITION, [to_u64(tx)?, to_u64(seq)?, 0]))
+}
+
+/// A stream state from the `streams` columns.
+pub(crate) fn stream_state(state: Option<i16>, version: i64) -> Result<StreamState> {
+    Ok(match state {
+        None | Some(0) => StreamState::Missing,
+        Some(1) => StreamState::Live(to_u64(version)?),
+        Some(2) => StreamState::SoftDeleted(to_u64(version)?),
+        Some(3) => StreamState::Tombstoned,
+        Some(other) => return Err(Error::corrupt(format!("unknown stream state {other}"))),
+    })
+}
+
+/// Reads the event columns every event query selects.
+pub(crate) fn event_from_row(row: &PgRow) -> Result<RecordedEvent> {
+    event_of_stream(row, None)
+}
+
+/// Reads an event row; `known` is the stream when the query was for one (saves re-validating
+/// its id on every row).
+pub(crate) fn event_of_stream(row: &PgRow, known: Option<&StreamId>) -> Result<RecordedEvent> {
+    let get = |e: sqlx::Error| Error::corrupt(format!("event row: {e}"));
+    let stream_id = match known {
+        Some(s) => s.clone(),
+        None => {
+            let stream: String = row.try_get("stream_id").map_err(get)?;
+            StreamId::new(stream).map_err(|e| Error::corrupt(format!("stored stream id: {e}")))?
+        }
+    };
+    let metadata: String = row.try_get("metadata").map_err(get)?;
+    let content_type: String = row.try_get("content_type").map_err(get)?;
+    let content_encoding: String = row.try_get("content_encoding").map_err(get)?;
+    let schema_version: i64 = row.try_get("schema_version").map_err(get)?;
+    let payload: Vec<u8> = row.try_get("payload").map_err(get)?;
+    Ok(RecordedEvent {
+        stream_id,
+        version: to_u64(row.try_get("version").map_err(get)?)?,
+        position: position(row.try_get("tx").map_err(get)?, row.try_get("seq").map_err(get)?)?,
+        recorded_at: Timestamp::from_millis(row.try_get("recorded_ms").map_err(get)?),
+        data: EventData {
+            event_id: EventId::from_uuid(row.try_get("event_id").map_err(get)?),
+            event_type: row.try_get("event_type").map_err(get)?,
+            schema_version: u32::try_from(schema_version)
+                .map_err(|_| Error::corrupt(format!("schema version {schema_version}")))?,
+            payload: payload.into(),
+            content_type: content_type.parse::<ContentType>()?,
+            content_encoding: content_encoding.parse::<ContentEncoding>()?,
+            metadata: Metadata::from_json(&metadata)?,
+        },
+    })
+}
+
+/// Takes events in order until `max_bytes` (at least one event).
+pub(crate) fn cut_bytes(events: Vec<RecordedEvent>, max_bytes: usize) -> Vec<RecordedEvent> {
+    let mut bytes = 0usize;
+    let mut out = Vec::with_capacity(events.len());
+    for event in events {
+        let len = event.data.encoded_len();
+        if !out.is_empty() && bytes.saturating_add(len) > max_bytes {
+            break;
+        }
+        bytes = bytes.saturating_add(len);
+        out.push(event);
+    }
+    out
+}

@@ -1,0 +1,361 @@
+//! [`EventStore`] for [`PgBackend`]: appends through one PL/pgSQL call, reads by stream.
+
+use async_trait::async_trait;
+use cqrs_core::{
+    AppendOutcome, Batch, Capabilities, Checkpoint, DeleteMode, Error, EventData, EventFilter, EventStore,
+    ExpectedVersion, RecordedEvent, Result, StoreIdentity, StreamId, StreamPage, StreamState,
+};
+use sqlx::{postgres::PgRow, Row};
+
+use crate::backend::{clamp_i64, count_i64, cut_bytes, event_of_stream, position, stream_state, to_u64};
+use crate::error::{self, Sent};
+use crate::PgBackend;
+
+/// The append statement (the function created by the first migration).
+pub(crate) const APPEND: &str = "SELECT * FROM __SCHEMA__.append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+
+/// The append function's arguments for an expectation: kind and version.
+fn expected_args(expected: ExpectedVersion) -> (i16, i64) {
+    match expected.normalized() {
+        ExpectedVersion::Any => (0, 0),
+        ExpectedVersion::NoStream => (1, 0),
+        ExpectedVersion::StreamExists => (2, 0),
+        // A version beyond i64 never matches a stored one: -1 never does either.
+        ExpectedVersion::Exact(v) => (3, i64::try_from(v).unwrap_or(-1)),
+    }
+}
+
+/// Runs the append function on `executor` and turns its row into the outcome.
+pub(crate) async fn run_append<'e, E>(
+    executor: E,
+    sql: &str,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    events: &[EventData],
+) -> Result<AppendOutcome>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+{
+    let (kind, version) = expected_args(expected);
+    let ids: Vec<uuid::Uuid> = events.iter().map(|e| *e.event_id.as_uuid()).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    let schema_versions: Vec<i64> = events.iter().map(|e| i64::from(e.schema_version)).collect();
+    let content_types: Vec<&str> = events.iter().map(|e| e.content_type.as_str()).collect();
+    let encodings: Vec<&str> = events.iter().map(|e| e.content_encoding.as_str()).collect();
+    let metadata: Vec<String> = events.iter().map(|e| e.metadata.to_json()).collect();
+    let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_ref()).collect();
+    let row = sqlx::query(sql)
+        .bind(stream.as_str())
+        .bind(kind)
+        .bind(version)
+        .bind(ids)
+        .bind(types)
+        .bind(schema_versions)
+        .bind(content_types)
+        .bind(encodings)
+        .bind(metadata)
+        .bind(payloads)
+        .fetch_one(executor)
+        .await
+        .map_err(|e| error::map(e, Sent::Maybe, Some(stream)))?;
+    outcome_from_row(stream, expected, &row)
+}
+
+/// The outcome (or conflict) the append function returned.
+fn outcome_from_row(stream: &StreamId, expected: ExpectedVersion, row: &PgRow) -> Result<AppendOutcome> {
+    let get = |e: sqlx::Error| Error::corrupt(format!("append result: {e}"));
+    let outcome: i16 = row.try_get("outcome").map_err(get)?;
+    let state: i16 = row.try_get("state").map_err(get)?;
+    let current: i64 = row.try_get("current_version").map_err(get)?;
+    match outcome {
+        0 | 1 => {
+            let first: i64 = row.try_get("first_version").map_err(get)?;
+            let last: i64 = row.try_get("last_version").map_err(get)?;
+            Ok(AppendOutcome {
+                first_version: to_u64(first)?,
+                next_expected: to_u64(last)?,
+                position: Some(position(
+                    row.try_get("tx_id").map_err(get)?,
+                    row.try_get("seq").map_err(get)?,
+                )?),
+            })
+        }
+        2 => {
+            let current = to_u64(current)?;
+            Ok(AppendOutcome {
+                first_version: current + 1,
+                next_expected: current,
+                position: None,
+            })
+        }
+        _ => Err(Error::Conflict {
+            stream: stream.clone(),
+            expected,
+            actual: stream_state(Some(state), current)?,
+        }),
+    }
+}
+
+impl PgBackend {
+    /// Reads a page of a stream with `template` (forward or backward); one round trip, tombstoned streams
+    /// included.
+    async fn read_page(
+        &self,
+        template: &str,
+        stream: &StreamId,
+        bound: i64,
+        max: usize,
+        backward: bool,
+    ) -> Result<Vec<RecordedEvent>> {
+        self.begin()?;
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        self.trip();
+        let rows = sqlx::query(&self.sql(template))
+            .bind(stream.as_str())
+            .bind(bound)
+            .bind(count_i64(max))
+            .bind(count_i64(self.limits.max_read_bytes))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(error::sent)?;
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let state: i16 = row
+                .try_get("state")
+                .map_err(|e| Error::corrupt(format!("stream row: {e}")))?;
+            if state == 3 {
+                return Err(Error::StreamDeleted {
+                    stream: stream.clone(),
+                });
+            }
+            events.push(event_of_stream(row, Some(stream))?);
+        }
+        // The statement orders its page; sorting here keeps that true whatever plan runs.
+        if backward {
+            events.sort_by_key(|e| std::cmp::Reverse(e.version));
+        } else {
+            events.sort_by_key(|e| e.version);
+        }
+        Ok(cut_bytes(events, self.limits.max_read_bytes))
+    }
+
+    /// The state of a stream.
+    pub(crate) async fn state_of(&self, stream: &StreamId) -> Result<StreamState> {
+        self.trip();
+        let row =
+            sqlx::query(&self.sql("SELECT state, version FROM __SCHEMA__.streams WHERE stream_id = $1"))
+                .bind(stream.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(error::sent)?;
+        match row {
+            None => Ok(StreamState::Missing),
+            Some(row) => stream_state(
+                Some(row.try_get("state").map_err(error::sent)?),
+                row.try_get("version").map_err(error::sent)?,
+            ),
+        }
+    }
+
+    async fn delete_in_tx(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        mode: DeleteMode,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(error::not_sent)?;
+        self.trip();
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(stream.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(error::sent)?;
+        self.trip();
+        let row = sqlx::query(
+            &self.sql("SELECT state, version FROM __SCHEMA__.streams WHERE stream_id = $1 FOR UPDATE"),
+        )
+        .bind(stream.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(error::sent)?;
+        let state = match &row {
+            None => StreamState::Missing,
+            Some(row) => stream_state(
+                Some(row.try_get("state").map_err(error::sent)?),
+                row.try_get("version").map_err(error::sent)?,
+            )?,
+        };
+        if state == StreamState::Tombstoned {
+            return Err(Error::StreamDeleted {
+                stream: stream.clone(),
+            });
+        }
+        if !expected.is_satisfied_by(state) {
+            return Err(Error::Conflict {
+                stream: stream.clone(),
+                expected,
+                actual: state,
+            });
+        }
+        if state == StreamState::Missing {
+            return Ok(());
+        }
+        let update = match mode {
+            DeleteMode::Soft => {
+                "UPDATE __SCHEMA__.streams SET state = 2, visible_from = greatest(visible_from, version + 1) WHERE stream_id = $1"
+            }
+            DeleteMode::Tombstone => "UPDATE __SCHEMA__.streams SET state = 3 WHERE stream_id = $1",
+        };
+        self.trip();
+        sqlx::query(&self.sql(update))
+            .bind(stream.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(error::sent)?;
+        self.trip();
+        sqlx::query(&self.sql("DELETE FROM __SCHEMA__.snapshots WHERE stream_id = $1"))
+            .bind(stream.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(error::sent)?;
+        self.trip();
+        tx.commit().await.map_err(error::sent)
+    }
+}
+
+#[async_trait]
+impl EventStore for PgBackend {
+    fn capabilities(&self) -> Capabilities {
+        PgBackend::CAPABILITIES
+    }
+
+    fn identity(&self) -> StoreIdentity {
+        self.identity_value()
+    }
+
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "postgres", stream = %stream, expected = %expected, events = events.len()))]
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+    ) -> Result<AppendOutcome> {
+        self.begin()?;
+        self.limits.check_batch(&events)?;
+        let sql = self.sql(APPEND);
+        let mut conn = self.conn().await?;
+        self.trip();
+        run_append(&mut *conn, &sql, stream, expected, &events).await
+    }
+
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "postgres", stream = %stream, from = from, max = max))]
+    async fn read_stream(&self, stream: &StreamId, from: u64, max: usize) -> Result<Vec<RecordedEvent>> {
+        self.read_page(
+            include_str!("sql/read_stream.sql"),
+            stream,
+            clamp_i64(from),
+            max,
+            false,
+        )
+        .await
+    }
+
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "postgres", stream = %stream, from = ?from, max = max))]
+    async fn read_stream_backward(
+        &self,
+        stream: &StreamId,
+        from: Option<u64>,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let bound = from.map_or(i64::MAX, clamp_i64);
+        self.read_page(
+            include_str!("sql/read_stream_backward.sql"),
+            stream,
+            bound,
+            max,
+            true,
+        )
+        .await
+    }
+
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "postgres", stream = %stream))]
+    async fn stream_state(&self, stream: &StreamId) -> Result<StreamState> {
+        self.begin()?;
+        self.state_of(stream).await
+    }
+
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "postgres", max = max))]
+    async fn read_all(&self, from: &Checkpoint, max: usize, filter: &EventFilter) -> Result<Batch> {
+        self.begin()?;
+        self.read_log(from, max, filter).await
+    }
+
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "postgres", stream = %stream, expected = %expected, mode = ?mode))]
+    async fn delete_stream(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        mode: DeleteMode,
+    ) -> Result<()> {
+        self.begin()?;
+        self.delete_in_tx(stream, expected, mode).await
+    }
+
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "postgres", stream = %stream, version = version))]
+    async fn truncate_before(&self, stream: &StreamId, version: u64) -> Result<()> {
+        self.begin()?;
+        self.trip();
+        let state: Option<i16> = sqlx::query_scalar(&self.sql(
+            "WITH cur AS (SELECT state FROM __SCHEMA__.streams WHERE stream_id = $1),
+             upd AS (UPDATE __SCHEMA__.streams SET visible_from = greatest(visible_from, $2)
+                     WHERE stream_id = $1 AND state <> 3 RETURNING 1)
+             SELECT (SELECT state FROM cur)",
+        ))
+        .bind(stream.as_str())
+        .bind(clamp_i64(version))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(error::sent)?;
+        if state == Some(3) {
+            return Err(Error::StreamDeleted {
+                stream: stream.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "postgres", limit = limit))]
+    async fn list_streams(&self, after: Option<&StreamId>, limit: usize) -> Result<StreamPage> {
+        self.begin()?;
+        if limit == 0 {
+            return Err(Error::invalid("list_streams limit must be at least 1"));
+        }
+        self.trip();
+        let names: Vec<String> = sqlx::query_scalar(&self.sql(
+            "SELECT stream_id FROM __SCHEMA__.streams
+             WHERE state = 1 AND ($1::text IS NULL OR stream_id > $1::text COLLATE \"C\")
+             ORDER BY stream_id LIMIT $2",
+        ))
+        .bind(after.map(StreamId::as_str))
+        .bind(count_i64(limit).saturating_add(1))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(error::sent)?;
+        let more = names.len() > limit;
+        let streams = names
+            .into_iter()
+            .take(limit)
+            .map(|n| StreamId::new(n).map_err(|e| Error::corrupt(format!("stored stream id: {e}"))))
+            .collect::<Result<Vec<_>>>()?;
+        let next = if more { streams.last().cloned() } else { None };
+        Ok(StreamPage { streams, next })
+    }
+
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "postgres"))]
+    async fn close(&self) -> Result<()> {
+        self.shut().await;
+        Ok(())
+    }
+}

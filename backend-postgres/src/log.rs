@@ -1,0 +1,114 @@
+//! The store-wide log: `(tx_id, seq)` order below the snapshot's xmin horizon, in one
+//! statement.
+
+use cqrs_core::{Batch, Checkpoint, Error, EventFilter, Result};
+use sqlx::Row;
+
+use crate::backend::{count_i64, event_from_row, position, PARTITION};
+use crate::{error, PgBackend};
+
+/// How many rows one filtered `read_all` scans at most (an unfiltered one scans `max`).
+const FILTERED_SCAN: usize = 4096;
+
+/// The horizon-lag gauge: transaction ids between the horizon and the newest one.
+const LAG_GAUGE: &str = "cqrs_postgres_log_horizon_lag_xids";
+
+impl PgBackend {
+    /// `read_all`: see the module docs.
+    pub(crate) async fn read_log(
+        &self,
+        from: &Checkpoint,
+        max: usize,
+        filter: &EventFilter,
+    ) -> Result<Batch> {
+        let identity = self.identity_value();
+        from.check_store(&identity)?;
+        let mut start = [0u64; 3];
+        for (&partition, offset) in &from.partitions {
+            if partition != PARTITION {
+                return Err(Error::DataLoss { partition });
+            }
+            start = *offset;
+        }
+        let mut next = from.clone();
+        next.store = Some(identity);
+        if max == 0 {
+            return Ok(Batch {
+                events: Vec::new(),
+                next,
+                caught_up: false,
+            });
+        }
+        let tx = i64::try_from(start[0]).map_err(|_| Error::DataLoss { partition: PARTITION })?;
+        let seq = i64::try_from(start[1]).map_err(|_| Error::DataLoss { partition: PARTITION })?;
+        let unfiltered = filter.stream_prefix.is_none() && filter.event_types.is_empty();
+        let scan = if unfiltered { max } else { max.max(FILTERED_SCAN) };
+        self.trip();
+        let rows = sqlx::query(&self.sql(include_str!("sql/read_all.sql")))
+            .bind(tx.to_string())
+            .bind(seq)
+            .bind(count_i64(scan))
+            .bind(filter.stream_prefix.as_deref())
+            .bind(&filter.event_types)
+            .bind(count_i64(max))
+            .bind(count_i64(self.limits.max_read_bytes))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(error::sent)?;
+        let mut events = Vec::new();
+        let mut bytes = 0usize;
+        let mut consumed = 0usize;
+        let mut scanned = 0i64;
+        for row in &rows {
+            let get = |e: sqlx::Error| Error::corrupt(format!("log row: {e}"));
+            scanned = row.try_get("scanned").map_err(get)?;
+            if consumed == 0 {
+                let lag: i64 = row.try_get("lag").map_err(get)?;
+                metrics::gauge!(LAG_GAUGE, "schema" => self.schema.as_str().to_owned()).set(lag as f64);
+            }
+            let at = position(row.try_get("tx").map_err(get)?, row.try_get("seq").map_err(get)?)?;
+            if row.try_get::<bool, _>("hit").map_err(get)? {
+                if events.len() >= max {
+                    break;
+                }
+                let event = event_from_row(row)?;
+                let len = event.data.encoded_len();
+                if !events.is_empty() && bytes.saturating_add(len) > self.limits.max_read_bytes {
+                    break;
+                }
+                bytes = bytes.saturating_add(len);
+                events.push(event);
+            }
+            next.advance(&at);
+            consumed += 1;
+        }
+        if rows.is_empty() && start != [0, 0, 0] {
+            self.check_not_ahead(tx, seq).await?;
+        }
+        let caught_up =
+            consumed == rows.len() && count_i64(consumed) == scanned && count_i64(consumed) < count_i64(scan);
+        Ok(Batch {
+            events,
+            next,
+            caught_up,
+        })
+    }
+
+    /// `DataLoss` if `(tx, seq)` is past the last row of the log.
+    async fn check_not_ahead(&self, tx: i64, seq: i64) -> Result<()> {
+        self.trip();
+        let ahead: bool = sqlx::query_scalar(&self.sql(
+            "SELECT NOT EXISTS (SELECT 1 FROM __SCHEMA__.events e
+                                WHERE (e.tx_id, e.seq) >= ($1::text::xid8, $2::bigint))",
+        ))
+        .bind(tx.to_string())
+        .bind(seq)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(error::sent)?;
+        if ahead {
+            return Err(Error::DataLoss { partition: PARTITION });
+        }
+        Ok(())
+    }
+}

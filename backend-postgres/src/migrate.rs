@@ -1,0 +1,109 @@
+//! Explicit, embedded, checksummed migrations under an advisory lock.
+
+use cqrs_core::{Error, Result};
+use sqlx::{Connection, Row};
+
+use crate::{error, PgBackend};
+
+/// The migrations, in order: version, name, SQL with the schema placeholder.
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "events", include_str!("../migrations/0001_events.sql")),
+    (2, "stores", include_str!("../migrations/0002_stores.sql")),
+];
+
+/// Creates the schema and its migrations table.
+const BOOTSTRAP: &str = "CREATE SCHEMA IF NOT EXISTS __SCHEMA__;
+CREATE TABLE IF NOT EXISTS __SCHEMA__._migrations (
+    version bigint PRIMARY KEY,
+    name text NOT NULL,
+    checksum bytea NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);";
+
+impl PgBackend {
+    /// Creates the schema and applies every migration not applied yet, each in its own
+    /// transaction, under a session advisory lock (so concurrent first use is safe). The
+    /// migrations table lives inside the schema.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] if an applied migration was edited since (its checksum differs);
+    /// [`Error::Unavailable`] and backend errors.
+    pub async fn migrate(&self) -> Result<()> {
+        self.begin()?;
+        let mut conn = self.conn().await?;
+        let key = format!("cqrs-migrate:{}", self.schema.as_str());
+        sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
+            .bind(&key)
+            .execute(&mut *conn)
+            .await
+            .map_err(error::sent)?;
+        let result = self.migrate_locked(&mut conn).await;
+        let unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+            .bind(&key)
+            .execute(&mut *conn)
+            .await
+            .map_err(error::sent);
+        result?;
+        unlocked?;
+        self.load_identity().await?;
+        Ok(())
+    }
+
+    async fn migrate_locked(&self, conn: &mut sqlx::PgConnection) -> Result<()> {
+        let bootstrap = self.sql(BOOTSTRAP);
+        sqlx::Executor::execute(&mut *conn, sqlx::raw_sql(&bootstrap))
+            .await
+            .map_err(error::sent)?;
+        let check = self.sql(
+            "SELECT checksum = sha256(convert_to($2, 'UTF8')) AS same FROM __SCHEMA__._migrations WHERE version = $1",
+        );
+        let record = self.sql(
+            "INSERT INTO __SCHEMA__._migrations (version, name, checksum) VALUES ($1, $2, sha256(convert_to($3, 'UTF8')))",
+        );
+        for &(version, name, template) in MIGRATIONS {
+            let same: Option<bool> = sqlx::query(&check)
+                .bind(version)
+                .bind(template)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(error::sent)?
+                .map(|row| row.try_get("same"))
+                .transpose()
+                .map_err(error::sent)?;
+            match same {
+                Some(true) => continue,
+                Some(false) => {
+                    return Err(Error::corrupt(format!(
+                        "migration {version:04}_{name} was edited after it was applied to schema {}",
+                        self.schema.as_str()
+                    )))
+                }
+                None => {}
+            }
+            let mut tx = conn.begin().await.map_err(error::sent)?;
+            let body = self.sql(template);
+            sqlx::Executor::execute(&mut *tx, sqlx::raw_sql(&body))
+                .await
+                .map_err(error::sent)?;
+            sqlx::query(&record)
+                .bind(version)
+                .bind(name)
+                .bind(template)
+                .execute(&mut *tx)
+                .await
+                .map_err(error::sent)?;
+            tx.commit().await.map_err(error::sent)?;
+            tracing::info!(schema = self.schema.as_str(), version, name, "applied migration");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// `migrate` can run on a spawned task.
+    #[allow(dead_code)]
+    fn migrate_is_send(b: &crate::PgBackend) -> impl Send + '_ {
+        b.migrate()
+    }
+}

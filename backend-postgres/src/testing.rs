@@ -1,0 +1,136 @@
+//! What test harnesses need to provoke PostgreSQL situations: an append held open in its
+//! transaction, waiting for the log horizon, killing the pool's connections.
+
+use std::time::{Duration, Instant};
+
+use cqrs_core::{AppendOutcome, Error, EventData, ExpectedVersion, Outcome, Result, StreamId};
+use sqlx::{Postgres, Transaction};
+
+use crate::event_store::{run_append, APPEND};
+use crate::{error, PgBackend};
+
+/// An append run inside a transaction that is still open: it holds the stream's lock and
+/// its transaction id, so it holds the log horizon back until committed or rolled back.
+#[derive(Debug)]
+pub struct HeldAppend {
+    tx: Transaction<'static, Postgres>,
+    outcome: AppendOutcome,
+}
+
+impl HeldAppend {
+    /// Commits the append and returns its outcome.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] if the commit could not be confirmed.
+    pub async fn commit(self) -> Result<AppendOutcome> {
+        self.tx.commit().await.map_err(error::sent)?;
+        Ok(self.outcome)
+    }
+
+    /// Rolls the append back.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] if the connection failed.
+    pub async fn rollback(self) -> Result<()> {
+        self.tx.rollback().await.map_err(error::sent)
+    }
+}
+
+impl PgBackend {
+    /// Runs an append in a transaction and leaves it open (see [`HeldAppend`]).
+    ///
+    /// # Errors
+    /// As [`cqrs_core::EventStore::append`].
+    pub async fn hold_append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+    ) -> Result<HeldAppend> {
+        self.begin()?;
+        self.limits.check_batch(&events)?;
+        let sql = self.sql(APPEND);
+        let mut tx = self.pool.begin().await.map_err(error::not_sent)?;
+        self.trip();
+        let outcome = run_append(&mut *tx, &sql, stream, expected, &events).await?;
+        Ok(HeldAppend { tx, outcome })
+    }
+
+    /// Waits until every transaction running when called has finished, so `read_all` sees
+    /// everything committed before the call: polls until the horizon (`pg_snapshot_xmin`)
+    /// reaches the `pg_snapshot_xmax` of a snapshot taken at the call.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] with the outcome unknown if it does not happen within
+    /// `timeout` (a transaction left open somewhere in the instance).
+    pub async fn settle_log(&self, timeout: Duration) -> Result<()> {
+        self.begin()?;
+        let deadline = Instant::now() + timeout;
+        let target: i64 = sqlx::query_scalar("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(error::sent)?;
+        loop {
+            let reached: bool =
+                sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint >= $1")
+                    .bind(target)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(error::sent)?;
+            if reached {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::unavailable(
+                    Outcome::Unknown,
+                    format!(
+                        "the log horizon did not pass xid {target} within {timeout:?}: a transaction is open"
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// The query plan of the `read_all` statement after `from` for a page of `max`
+    /// unfiltered events (`EXPLAIN`, text format), for plan regression tests.
+    ///
+    /// # Errors
+    /// Backend errors.
+    pub async fn explain_read_all(&self, from: &cqrs_core::Checkpoint, max: usize) -> Result<String> {
+        self.begin()?;
+        let start = from.get(0).map_or([0, 0, 0], |p| p.offset);
+        let sql = format!("EXPLAIN {}", self.sql(include_str!("sql/read_all.sql")));
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        let lines: Vec<String> = sqlx::query_scalar(&sql)
+            .bind(start[0].to_string())
+            .bind(i64::try_from(start[1]).unwrap_or(i64::MAX))
+            .bind(max)
+            .bind(None::<String>)
+            .bind(Vec::<String>::new())
+            .bind(max)
+            .bind(i64::MAX)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(error::sent)?;
+        Ok(lines.join("\n"))
+    }
+
+    /// Terminates every server connection whose `application_name` is `name` (except the
+    /// one asking); returns how many.
+    ///
+    /// # Errors
+    /// Backend errors.
+    pub async fn terminate_connections(&self, application_name: &str) -> Result<u64> {
+        self.begin()?;
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE application_name = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(application_name)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(error::sent)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}

@@ -1,0 +1,340 @@
+//! Faults and bad input against the real server: killed connections, an exhausted pool,
+//! an unreachable server, invalid identifiers, oversized input, the longest stream id, and
+//! migrations under concurrent first use or edited after being applied.
+//!
+//! These tests hold transactions open, so nextest runs them alone (`fault_` prefix, see
+//! `.config/nextest.toml`).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use backend_postgres::{PgBackend, PgStoreOptions, SchemaName};
+use cqrs_core::{
+    Checkpoint, ContentType, Error, EventData, EventFilter, EventStore, ExpectedVersion, LimitKind, Limits,
+    Outcome, StreamId, StreamState,
+};
+
+fn schema() -> String {
+    format!("t_{}", &uuid::Uuid::new_v4().simple().to_string()[..16])
+}
+
+fn event(n: u32) -> EventData {
+    EventData::new("Faulted", ContentType::Json, format!("{{\"n\":{n}}}"))
+}
+
+/// Waits (polling, 1 ms apart) until a backend of `app` is waiting on a lock.
+#[allow(clippy::unwrap_used)] // test support
+async fn wait_for_lock_waiter(backend: &PgBackend, app: &str) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let pid: Option<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity
+             WHERE application_name = $1 AND wait_event_type = 'Lock' AND state = 'active' LIMIT 1",
+        )
+        .bind(app)
+        .fetch_optional(backend.pool())
+        .await
+        .unwrap();
+        if let Some(pid) = pid {
+            return pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the append never waited on the stream lock"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_connection_killed_during_append_is_unknown_and_resend_leaves_one_copy() {
+    let ns = schema();
+    let backend = common::fresh(&ns).await.unwrap();
+    let s = StreamId::new("killed:{'\"; %_😀}").unwrap();
+    // Another transaction holds the stream's lock, so the append is in flight, waiting.
+    let blocker = backend
+        .hold_append(&s, ExpectedVersion::NoStream, vec![event(0)])
+        .await
+        .unwrap();
+    let batch = vec![event(1), event(2)];
+    let appender = {
+        let (backend, s, batch) = (backend.clone(), s.clone(), batch.clone());
+        tokio::spawn(async move { backend.append(&s, ExpectedVersion::Any, batch).await })
+    };
+    let pid = wait_for_lock_waiter(&backend, &ns).await;
+    let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(backend.pool())
+        .await
+        .unwrap();
+    assert!(killed);
+    let err = appender.await.unwrap().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Unavailable {
+                outcome: Outcome::Unknown,
+                ..
+            }
+        ),
+        "a statement in flight when its connection died has an unknown outcome: {err:?}"
+    );
+    blocker.rollback().await.unwrap();
+    // Re-send the same batch (same ids): idempotency makes it safe, whatever happened.
+    let first = backend
+        .append(&s, ExpectedVersion::Any, batch.clone())
+        .await
+        .unwrap();
+    let again = backend
+        .append(&s, ExpectedVersion::Any, batch.clone())
+        .await
+        .unwrap();
+    assert_eq!(first, again, "a second re-send returns the original outcome");
+    let read = backend.read_stream(&s, 1, 10).await.unwrap();
+    let ids: Vec<_> = read.iter().map(|e| e.data.event_id).collect();
+    assert_eq!(
+        ids,
+        vec![batch[0].event_id, batch[1].event_id],
+        "exactly one copy"
+    );
+    assert_eq!(backend.stream_state(&s).await.unwrap(), StreamState::Live(2));
+    common::drop_schema(&ns).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_terminated_idle_connections_are_replaced() {
+    let ns = schema();
+    let backend = common::fresh(&ns).await.unwrap();
+    let s = StreamId::new("idle-killed").unwrap();
+    backend
+        .append(&s, ExpectedVersion::NoStream, vec![event(1)])
+        .await
+        .unwrap();
+    let other = common::fresh(&ns).await.unwrap();
+    let n = other.terminate_connections(&ns).await.unwrap();
+    assert!(n >= 1, "the first pool had a connection to kill");
+    let batch = vec![event(2)];
+    // The pool tests connections before handing them out; a failure must be retryable.
+    let out = match backend.append(&s, ExpectedVersion::Exact(1), batch.clone()).await {
+        Ok(out) => out,
+        Err(e) => {
+            assert!(e.is_retryable(), "{e:?}");
+            backend
+                .append(&s, ExpectedVersion::Exact(1), batch.clone())
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(out.first_version, 2);
+    assert_eq!(backend.read_stream(&s, 1, 10).await.unwrap().len(), 2);
+    common::drop_schema(&ns).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_exhausted_pool_is_unavailable_not_sent() {
+    let ns = schema();
+    common::fresh(&ns).await.unwrap();
+    let options = common::options(&ns)
+        .unwrap()
+        .max_connections(1)
+        .connect_timeout(Duration::from_millis(300));
+    let backend = PgBackend::connect(&options).await.unwrap();
+    backend.migrate().await.unwrap();
+    let s = StreamId::new("busy").unwrap();
+    let held = backend
+        .hold_append(&s, ExpectedVersion::NoStream, vec![event(0)])
+        .await
+        .unwrap();
+    let err = backend
+        .append(
+            &StreamId::new("other").unwrap(),
+            ExpectedVersion::Any,
+            vec![event(1)],
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Unavailable {
+                outcome: Outcome::NotSent,
+                ..
+            }
+        ),
+        "no connection, nothing sent: {err:?}"
+    );
+    held.rollback().await.unwrap();
+    assert_eq!(
+        backend
+            .stream_state(&StreamId::new("other").unwrap())
+            .await
+            .unwrap(),
+        StreamState::Missing
+    );
+    common::drop_schema(&ns).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_unreachable_server_is_unavailable_not_sent() {
+    let options = PgStoreOptions::from_url("postgres://postgres@127.0.0.1:1/test?connect_timeout=2").unwrap();
+    let err = PgBackend::connect(&options).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Unavailable {
+                outcome: Outcome::NotSent,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn fault_invalid_schema_identifiers_are_refused() {
+    for bad in [
+        "",
+        "Upper",
+        "1abc",
+        "a-b",
+        "a.b",
+        "x\"; DROP SCHEMA public; --",
+        "pg_temp",
+        "spaß",
+        &"a".repeat(64),
+    ] {
+        assert!(
+            matches!(SchemaName::new(bad), Err(Error::InvalidInput { .. })),
+            "{bad:?}"
+        );
+        let url = format!("postgres://h/d?schema={bad}");
+        assert!(PgStoreOptions::from_url(&url).is_err(), "{url}");
+        let opts = PgStoreOptions::from_url("postgres://h/d").unwrap();
+        assert!(opts.with_schema(bad).is_err(), "{bad:?}");
+    }
+    assert_eq!(SchemaName::new("app_1").unwrap().quoted(), "\"app_1\"");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_payloads_and_batches_over_limits_write_nothing() {
+    let ns = schema();
+    common::fresh(&ns).await.unwrap();
+    let limits = Limits {
+        max_event_bytes: 1024,
+        max_batch_bytes: 2048,
+        max_batch_count: 3,
+        ..Limits::default()
+    };
+    let backend = PgBackend::connect(&common::options(&ns).unwrap().limits(limits))
+        .await
+        .unwrap();
+    backend.migrate().await.unwrap();
+    let s = StreamId::new("limits").unwrap();
+    let sized = |n: usize| EventData::new("Big", ContentType::Opaque, vec![7u8; n]);
+    let cases = [
+        (vec![sized(1025)], LimitKind::EventBytes),
+        (vec![sized(1000), sized(1000), sized(1000)], LimitKind::BatchBytes),
+        (
+            vec![sized(1), sized(1), sized(1), sized(1)],
+            LimitKind::BatchCount,
+        ),
+        (vec![sized(1), sized(2000)], LimitKind::EventBytes),
+    ];
+    for (batch, kind) in cases {
+        let err = backend.append(&s, ExpectedVersion::Any, batch).await.unwrap_err();
+        assert!(
+            matches!(err, Error::TooLarge { kind: k, .. } if k == kind),
+            "{kind:?}: {err:?}"
+        );
+    }
+    let before = backend.round_trips();
+    let _ = backend.append(&s, ExpectedVersion::Any, vec![sized(5000)]).await;
+    assert_eq!(backend.round_trips(), before, "limits are checked before any I/O");
+    assert_eq!(backend.stream_state(&s).await.unwrap(), StreamState::Missing);
+    // The default limit: 8 MiB per event.
+    let default = common::fresh(&format!("{ns}_d")).await.unwrap();
+    let err = default
+        .append(
+            &s,
+            ExpectedVersion::Any,
+            vec![sized(Limits::DEFAULT_MAX_EVENT_BYTES + 1)],
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::TooLarge {
+                kind: LimitKind::EventBytes,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    common::drop_schema(&ns).await.unwrap();
+    common::drop_schema(&format!("{ns}_d")).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_stream_id_of_1024_bytes_of_4_byte_characters_round_trips() {
+    let ns = schema();
+    let backend = common::fresh(&ns).await.unwrap();
+    let name = "😀".repeat(256);
+    assert_eq!(name.len(), 1024);
+    let s = StreamId::new(name.clone()).unwrap();
+    assert!(
+        StreamId::new(format!("{name}a")).is_err(),
+        "1025 bytes is over the limit"
+    );
+    let out = backend
+        .append(&s, ExpectedVersion::NoStream, vec![event(1)])
+        .await
+        .unwrap();
+    assert_eq!(out.first_version, 1);
+    let read = backend.read_stream(&s, 1, 10).await.unwrap();
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].stream_id.as_str(), name);
+    let listed = backend.list_streams(None, 10).await.unwrap();
+    assert_eq!(listed.streams, vec![s.clone()]);
+    backend.settle_log(Duration::from_secs(30)).await.unwrap();
+    let batch = backend
+        .read_all(&Checkpoint::origin(), 10, &EventFilter::stream_prefix("😀😀"))
+        .await
+        .unwrap();
+    assert_eq!(batch.events.len(), 1);
+    assert_eq!(batch.events[0].stream_id, s);
+    common::drop_schema(&ns).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_concurrent_first_migrate_is_safe_and_edited_migrations_are_refused() {
+    let ns = schema();
+    let options = common::options(&ns).unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let options = options.clone();
+        tasks.push(tokio::spawn(async move {
+            let backend = PgBackend::connect(&options).await?;
+            backend.migrate().await?;
+            Ok::<_, Error>(backend.identity())
+        }));
+    }
+    let mut identities = Vec::new();
+    for t in tasks {
+        identities.push(t.await.unwrap().unwrap());
+    }
+    identities.dedup();
+    assert_eq!(identities.len(), 1, "one schema, one identity: {identities:?}");
+    let backend = PgBackend::connect(&options).await.unwrap();
+    sqlx::query(&format!(
+        "UPDATE {}._migrations SET checksum = '\\x00' WHERE version = 1",
+        backend.schema().quoted()
+    ))
+    .execute(backend.pool())
+    .await
+    .unwrap();
+    let err = backend.migrate().await.unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+    common::drop_schema(&ns).await.unwrap();
+}
