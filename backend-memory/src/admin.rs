@@ -4,11 +4,10 @@ use std::ops::Bound;
 
 use async_trait::async_trait;
 use cqrs_core::{
-    check_version, Admin, Error, EventData, ExpectedVersion, ImportedEvent, RecordedEvent, Result, StreamId,
-    StreamState,
+    decide_import, Admin, Error, EventData, ImportedEvent, RecordedEvent, Result, StreamId, StreamState,
 };
 
-use crate::state::{count, page, EventLog};
+use crate::state::{page, EventLog};
 use crate::MemoryBackend;
 
 impl EventLog {
@@ -17,60 +16,9 @@ impl EventLog {
         let Some(first) = events.first().map(|e| e.version) else {
             return Ok(());
         };
-        if first == 0 {
-            return Err(Error::invalid("imported versions start at 1"));
-        }
-        check_version(first.saturating_add(count(events.len()) - 1))?;
-        if events
-            .iter()
-            .enumerate()
-            .any(|(i, e)| first.checked_add(count(i)) != Some(e.version))
-        {
-            return Err(Error::invalid(format!(
-                "imported versions of {stream} must be contiguous from {first}"
-            )));
-        }
         let state = self.state_of(stream);
-        let Some(current) = state.last_version() else {
-            return Err(Error::StreamDeleted {
-                stream: stream.clone(),
-            });
-        };
-        // Idempotency first, as for appends: the same ids at the same versions are a no-op.
-        let mut hits = 0;
-        for e in &events {
-            match self.committed_in(stream, &e.data.event_id) {
-                Some(v) if v == e.version => hits += 1,
-                Some(v) => {
-                    return Err(Error::IdempotencyMismatch {
-                        stream: stream.clone(),
-                        reason: format!(
-                            "event id {} is committed at version {v}, the import puts it at {}",
-                            e.data.event_id, e.version
-                        ),
-                    })
-                }
-                None => {}
-            }
-        }
-        if hits == events.len() {
+        if !decide_import(stream, state, &events, |id| self.committed_in(stream, id))? {
             return Ok(());
-        }
-        if hits > 0 {
-            return Err(Error::IdempotencyMismatch {
-                stream: stream.clone(),
-                reason: format!(
-                    "{hits} of {} imported event ids are already committed",
-                    events.len()
-                ),
-            });
-        }
-        if first != current + 1 {
-            return Err(Error::Conflict {
-                stream: stream.clone(),
-                expected: ExpectedVersion::Exact(first - 1).normalized(),
-                actual: state,
-            });
         }
         self.check_globally_new(stream, events.iter().map(|e| &e.data.event_id))?;
         self.write(

@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cqrs_core::{validate_name, Checkpoint, CheckpointStore, Error, Lease, Result};
+use cqrs_core::{
+    lease::{check_epoch, check_forward},
+    validate_name, Checkpoint, CheckpointStore, Error, Lease, Result,
+};
 
 use crate::state::Inner;
 use crate::MemoryBackend;
@@ -13,20 +16,7 @@ impl Inner {
     /// Refuses a write under `lease_epoch` unless it is the current epoch of `name` (the
     /// epoch of its lease record, 0 if it was never leased).
     fn check_fence(&self, name: &str, lease_epoch: u64) -> Result<()> {
-        let current = self.leases.get(name).map_or(0, |l| l.epoch);
-        if lease_epoch < current {
-            return Err(Error::Fenced {
-                name: name.to_owned(),
-                epoch: lease_epoch,
-                current,
-            });
-        }
-        if lease_epoch > current {
-            return Err(Error::invalid(format!(
-                "lease epoch {lease_epoch} of {name:?} was never handed out (the current epoch is {current})"
-            )));
-        }
-        Ok(())
+        check_epoch(name, lease_epoch, self.leases.get(name).map_or(0, |l| l.epoch))
     }
 
     /// Checks a checkpoint write (`save` or a read-model `commit`): a valid name, the current
@@ -39,12 +29,7 @@ impl Inner {
     ) -> Result<()> {
         validate_name("checkpoint name", name)?;
         self.check_fence(name, lease_epoch)?;
-        match self.checkpoints.get(name) {
-            Some(stored) if !checkpoint.is_at_or_after(stored) => Err(Error::invalid(format!(
-                "checkpoint {name:?} would move backwards: {checkpoint:?} is behind the stored {stored:?}"
-            ))),
-            _ => Ok(()),
-        }
+        check_forward(name, self.checkpoints.get(name), checkpoint)
     }
 }
 

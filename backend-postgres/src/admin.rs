@@ -4,8 +4,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use cqrs_core::{
-    check_version, Admin, Error, EventData, ExpectedVersion, ImportedEvent, RecordedEvent, Result, StreamId,
-    StreamState,
+    decide_import, Admin, Error, EventData, ImportedEvent, RecordedEvent, Result, StreamId, StreamState,
 };
 use sqlx::{PgConnection, Row};
 
@@ -121,30 +120,11 @@ impl Admin for PgBackend {
         self.begin()?;
         let data: Vec<EventData> = events.iter().map(|e| e.data.clone()).collect();
         self.limits.check_batch(&data)?;
-        let Some(first) = events.first().map(|e| e.version) else {
+        if events.is_empty() {
             return Ok(());
-        };
-        if first == 0 {
-            return Err(Error::invalid("imported versions start at 1"));
-        }
-        let n = u64::try_from(events.len()).unwrap_or(u64::MAX);
-        check_version(first.saturating_add(n - 1))?;
-        if events
-            .iter()
-            .zip(0u64..)
-            .any(|(e, i)| first.checked_add(i) != Some(e.version))
-        {
-            return Err(Error::invalid(format!(
-                "imported versions of {stream} must be contiguous from {first}"
-            )));
         }
         let mut tx = self.pool.begin().await.map_err(error::not_sent)?;
         let (state, _) = self.lock_stream(&mut tx, stream).await?;
-        let Some(current) = state.last_version() else {
-            return Err(Error::StreamDeleted {
-                stream: stream.clone(),
-            });
-        };
         let ids: Vec<uuid::Uuid> = events.iter().map(|e| *e.data.event_id.as_uuid()).collect();
         self.trip();
         let rows = sqlx::query(&self.sql(
@@ -160,40 +140,8 @@ impl Admin for PgBackend {
             let id: uuid::Uuid = row.try_get("event_id").map_err(error::sent)?;
             committed.insert(id, to_u64(row.try_get("version").map_err(error::sent)?)?);
         }
-        let mut hits = 0;
-        for e in &events {
-            match committed.get(e.data.event_id.as_uuid()) {
-                Some(&v) if v == e.version => hits += 1,
-                Some(&v) => {
-                    return Err(Error::IdempotencyMismatch {
-                        stream: stream.clone(),
-                        reason: format!(
-                            "event id {} is committed at version {v}, the import puts it at {}",
-                            e.data.event_id, e.version
-                        ),
-                    })
-                }
-                None => {}
-            }
-        }
-        if hits == events.len() {
+        if !decide_import(stream, state, &events, |id| committed.get(id.as_uuid()).copied())? {
             return Ok(());
-        }
-        if hits > 0 {
-            return Err(Error::IdempotencyMismatch {
-                stream: stream.clone(),
-                reason: format!(
-                    "{hits} of {} imported event ids are already committed",
-                    events.len()
-                ),
-            });
-        }
-        if first != current + 1 {
-            return Err(Error::Conflict {
-                stream: stream.clone(),
-                expected: ExpectedVersion::Exact(first - 1).normalized(),
-                actual: state,
-            });
         }
         let versions: Vec<i64> = events.iter().map(|e| clamp_i64(e.version)).collect();
         let types: Vec<&str> = events.iter().map(|e| e.data.event_type.as_str()).collect();
@@ -218,7 +166,8 @@ impl Admin for PgBackend {
             .execute(&mut *tx)
             .await
             .map_err(|e| error::map(e, Sent::Maybe, Some(stream)))?;
-        let last = first.saturating_add(n - 1);
+        // decide_import checked the versions are contiguous and fit i64.
+        let last = events.last().map_or(0, |e| e.version);
         self.trip();
         sqlx::query(&self.sql(
             "INSERT INTO __SCHEMA__.streams (stream_id, state, version) VALUES ($1, 1, $2)

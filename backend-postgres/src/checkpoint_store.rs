@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cqrs_core::{validate_name, Checkpoint, CheckpointStore, Error, Lease, Result, Timestamp};
+use cqrs_core::{
+    lease::{check_epoch, check_forward},
+    validate_name, Checkpoint, CheckpointStore, Error, Lease, Result, Timestamp,
+};
 use sqlx::{PgConnection, Row};
 
 use crate::backend::to_u64;
@@ -46,19 +49,7 @@ impl PgBackend {
                 .await
                 .map_err(error::sent)?;
         let current = current.map(to_u64).transpose()?.unwrap_or(0);
-        if lease_epoch < current {
-            return Err(Error::Fenced {
-                name: name.to_owned(),
-                epoch: lease_epoch,
-                current,
-            });
-        }
-        if lease_epoch > current {
-            return Err(Error::invalid(format!(
-                "lease epoch {lease_epoch} of {name:?} was never handed out (the current epoch is {current})"
-            )));
-        }
-        Ok(())
+        check_epoch(name, lease_epoch, current)
     }
 
     /// Checks and writes a checkpoint inside a transaction holding the name's lock.
@@ -72,13 +63,8 @@ impl PgBackend {
         validate_name("checkpoint name", name)?;
         self.lock_name(conn, name).await?;
         self.check_fence(conn, name, lease_epoch).await?;
-        if let Some(stored) = self.load_checkpoint(conn, name).await? {
-            if !checkpoint.is_at_or_after(&stored) {
-                return Err(Error::invalid(format!(
-                    "checkpoint {name:?} would move backwards: {checkpoint:?} is behind the stored {stored:?}"
-                )));
-            }
-        }
+        let stored = self.load_checkpoint(conn, name).await?;
+        check_forward(name, stored.as_ref(), checkpoint)?;
         self.trip();
         sqlx::query(&self.sql(
             "INSERT INTO __SCHEMA__.checkpoints (name, checkpoint) VALUES ($1, $2)

@@ -96,6 +96,80 @@ pub fn decide_append(
     })
 }
 
+/// Decides an [`crate::Admin::import_commit`]: versions must be contiguous from at least 1
+/// and fit `i64`; the same ids already at the same versions make the import a no-op
+/// (`Ok(false)`, so an interrupted import can be re-run); ids committed elsewhere in the
+/// stream, or a partial match, are a mismatch; otherwise the commit must follow the stream's
+/// last version (`Ok(true)`: write it).
+///
+/// `committed_version(id)` returns the version at which `id` is committed in `stream`.
+///
+/// # Errors
+/// [`Error::InvalidInput`] for bad versions, [`Error::TooLarge`] beyond `i64`,
+/// [`Error::StreamDeleted`], [`Error::IdempotencyMismatch`], [`Error::Conflict`].
+pub fn decide_import(
+    stream: &StreamId,
+    state: StreamState,
+    events: &[crate::ImportedEvent],
+    committed_version: impl Fn(&EventId) -> Option<u64>,
+) -> Result<bool> {
+    let Some(first) = events.first().map(|e| e.version) else {
+        return Ok(false);
+    };
+    if first == 0 {
+        return Err(Error::invalid("imported versions start at 1"));
+    }
+    let len = u64::try_from(events.len()).unwrap_or(u64::MAX);
+    crate::check_version(first.saturating_add(len - 1))?;
+    let contiguous = events.iter().zip(first..).all(|(e, want)| e.version == want);
+    if !contiguous {
+        return Err(Error::invalid(format!(
+            "imported versions of {stream} must be contiguous from {first}"
+        )));
+    }
+    let Some(current) = state.last_version() else {
+        return Err(Error::StreamDeleted {
+            stream: stream.clone(),
+        });
+    };
+    let mut hits = 0;
+    for e in events {
+        match committed_version(&e.data.event_id) {
+            Some(v) if v == e.version => hits += 1,
+            Some(v) => {
+                return Err(Error::IdempotencyMismatch {
+                    stream: stream.clone(),
+                    reason: format!(
+                        "event id {} is committed at version {v}, the import puts it at {}",
+                        e.data.event_id, e.version
+                    ),
+                })
+            }
+            None => {}
+        }
+    }
+    if hits == events.len() {
+        return Ok(false);
+    }
+    if hits > 0 {
+        return Err(Error::IdempotencyMismatch {
+            stream: stream.clone(),
+            reason: format!(
+                "{hits} of {} imported event ids are already committed",
+                events.len()
+            ),
+        });
+    }
+    if first != current + 1 {
+        return Err(Error::Conflict {
+            stream: stream.clone(),
+            expected: ExpectedVersion::Exact(first - 1).normalized(),
+            actual: state,
+        });
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -233,6 +307,67 @@ mod tests {
                 first_version: crate::MAX_VERSION
             })
         );
+    }
+
+    fn imported(events: &[EventData], first: u64) -> Vec<crate::ImportedEvent> {
+        events
+            .iter()
+            .zip(0u64..)
+            .map(|(e, i)| crate::ImportedEvent {
+                version: first.saturating_add(i),
+                recorded_at: crate::Timestamp::from_millis(0),
+                data: e.clone(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn imports_follow_the_stream_and_rerun_idempotently() {
+        let b = batch(3);
+        let at: HashMap<EventId, u64> = b
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.event_id, i as u64 + 1))
+            .collect();
+        assert_eq!(
+            decide_import(&sid(), StreamState::Missing, &imported(&b, 1), |_| None).ok(),
+            Some(true)
+        );
+        assert_eq!(
+            decide_import(&sid(), StreamState::Live(3), &imported(&b, 1), |id| at
+                .get(id)
+                .copied())
+            .ok(),
+            Some(false)
+        );
+        assert!(matches!(
+            decide_import(&sid(), StreamState::Live(3), &imported(&batch(1), 5), |_| None),
+            Err(Error::Conflict { .. })
+        ));
+        assert!(matches!(
+            decide_import(&sid(), StreamState::Live(3), &imported(&b, 2), |id| at
+                .get(id)
+                .copied()),
+            Err(Error::IdempotencyMismatch { .. })
+        ));
+        assert!(matches!(
+            decide_import(&sid(), StreamState::Missing, &imported(&b, 0), |_| None),
+            Err(Error::InvalidInput { .. })
+        ));
+        let mut gap = imported(&b, 1);
+        gap[2].version = 9;
+        assert!(matches!(
+            decide_import(&sid(), StreamState::Missing, &gap, |_| None),
+            Err(Error::InvalidInput { .. })
+        ));
+        assert!(
+            decide_import(&sid(), StreamState::Missing, &imported(&b, u64::MAX), |_| None).is_err(),
+            "no overflow"
+        );
+        assert!(matches!(
+            decide_import(&sid(), StreamState::Tombstoned, &imported(&b, 1), |_| None),
+            Err(Error::StreamDeleted { .. })
+        ));
     }
 
     #[test]

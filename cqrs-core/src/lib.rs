@@ -31,6 +31,7 @@ pub mod bus;
 pub mod codec;
 pub mod compression;
 pub mod dispatch;
+pub mod lease;
 pub mod read_model;
 pub mod snapshot_policy;
 pub mod upcast;
@@ -43,7 +44,7 @@ pub use capabilities::Capabilities;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{BoxError, Error, LimitKind, Outcome, Result};
 pub use event::{ContentEncoding, ContentType, EventData, EventId, Metadata, RecordedEvent};
-pub use idempotency::{decide_append, AppendDecision};
+pub use idempotency::{decide_append, decide_import, AppendDecision};
 pub use limits::Limits;
 pub use position::{Batch, Checkpoint, EventFilter, Position, StoreIdentity, Timestamp};
 pub use read_model::{
