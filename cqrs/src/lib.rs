@@ -113,9 +113,7 @@ pub async fn connect(url: &str) -> Result<Stores> {
         #[cfg(feature = "postgres")]
         BackendKind::Postgres => backend_postgres::connect(url).await,
         #[cfg(feature = "redis")]
-        BackendKind::Redis => Err(Error::Unsupported {
-            capability: "the Redis backend is not implemented yet",
-        }),
+        BackendKind::Redis => backend_redis::connect(url).await,
         #[cfg(feature = "mongo")]
         BackendKind::Mongo => Err(Error::Unsupported {
             capability: "the MongoDB backend is not implemented yet",

@@ -1,0 +1,81 @@
+//! Mapping redis-rs errors and script answers to the core [`Error`].
+
+use cqrs_core::{Error, Outcome, StreamState};
+use redis::{ErrorKind, RedisError, ServerErrorKind};
+
+/// Maps a driver error: a refused connection or a server that refuses commands while it
+/// loads or fails over is [`Outcome::NotSent`]; a timeout or a dropped connection may have
+/// applied the command, so it is [`Outcome::Unknown`]; anything else is a backend error.
+pub(crate) fn redis_error(e: RedisError) -> Error {
+    if e.is_connection_refusal() {
+        return Error::unavailable(Outcome::NotSent, e);
+    }
+    match e.kind() {
+        ErrorKind::Server(
+            ServerErrorKind::BusyLoading
+            | ServerErrorKind::TryAgain
+            | ServerErrorKind::ClusterDown
+            | ServerErrorKind::MasterDown,
+        )
+        | ErrorKind::ClusterConnectionNotFound => return Error::unavailable(Outcome::NotSent, e),
+        _ => {}
+    }
+    if e.is_timeout() || e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
+        return Error::unavailable(Outcome::Unknown, e);
+    }
+    Error::backend("redis", e)
+}
+
+/// An answer of one of our scripts that does not have the expected shape.
+pub(crate) fn unexpected(what: &str) -> Error {
+    Error::backend("redis", format!("unexpected reply from Redis: {what}"))
+}
+
+/// Parses a stream state as the scripts report it: `M`, `L:<v>`, `S:<v>`, `T`.
+pub(crate) fn parse_state(s: &str) -> Result<StreamState, Error> {
+    let version = |v: &str| {
+        v.parse::<u64>()
+            .map_err(|_| Error::corrupt(format!("stream state {s:?}")))
+    };
+    match s.split_once(':') {
+        None if s == "M" => Ok(StreamState::Missing),
+        None if s == "T" => Ok(StreamState::Tombstoned),
+        Some(("L", v)) => Ok(StreamState::Live(version(v)?)),
+        Some(("S", v)) => Ok(StreamState::SoftDeleted(version(v)?)),
+        _ => Err(Error::corrupt(format!("stream state {s:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_parse() {
+        assert_eq!(parse_state("M").unwrap(), StreamState::Missing);
+        assert_eq!(parse_state("L:4").unwrap(), StreamState::Live(4));
+        assert_eq!(parse_state("S:2").unwrap(), StreamState::SoftDeleted(2));
+        assert_eq!(parse_state("T").unwrap(), StreamState::Tombstoned);
+        assert!(parse_state("X:1").is_err());
+    }
+
+    #[test]
+    fn io_errors_are_unavailable() {
+        let e = RedisError::from(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset"));
+        assert!(matches!(
+            redis_error(e),
+            Error::Unavailable {
+                outcome: Outcome::Unknown,
+                ..
+            }
+        ));
+        let e = RedisError::from(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "no"));
+        assert!(matches!(
+            redis_error(e),
+            Error::Unavailable {
+                outcome: Outcome::NotSent,
+                ..
+            }
+        ));
+    }
+}

@@ -1,0 +1,609 @@
+//! [`EventStore`] for [`RedisBackend`]: appends and deletions as Lua scripts, stream reads
+//! by explicit entry ids (`0-<version>`).
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+use cqrs_core::{
+    AppendOutcome, Batch, Capabilities, Checkpoint, ContentEncoding, ContentType, DeleteMode, Error,
+    EventData, EventFilter, EventId, EventStore, ExpectedVersion, LimitKind, Metadata, Position,
+    RecordedEvent, Result, StoreIdentity, StreamId, StreamPage, StreamState, Timestamp, MAX_VERSION,
+};
+use redis::Value;
+
+use crate::conn::reply;
+use crate::error::{parse_state, unexpected};
+use crate::{scripts, RedisBackend};
+
+/// Key kinds of a stream.
+pub(crate) const HEAD: &str = "h";
+/// The stream's events (a Redis stream with entry ids `0-<version>`).
+pub(crate) const EVENTS: &str = "e";
+/// Event id -> version.
+pub(crate) const IDS: &str = "i";
+/// A partition's log of commit pointers.
+pub(crate) const LOG: &str = "log";
+/// A partition's live streams (lex set).
+pub(crate) const LIVE: &str = "live";
+/// A partition's streams, deleted ones included (lex set).
+pub(crate) const ALL: &str = "all";
+/// A stream's snapshots (hash padded version -> snapshot).
+pub(crate) const SNAPSHOTS: &str = "s";
+/// A stream's snapshot versions (lex set of padded versions).
+pub(crate) const SNAPSHOT_VERSIONS: &str = "sv";
+/// A partition's streams having snapshots (lex set).
+pub(crate) const SNAPSHOT_STREAMS: &str = "snaps";
+
+/// `ExpectedVersion` as the scripts take it.
+pub(crate) fn expectation(expected: ExpectedVersion) -> (&'static str, u64) {
+    match expected.normalized() {
+        ExpectedVersion::Any => ("any", 0),
+        ExpectedVersion::NoStream => ("none", 0),
+        ExpectedVersion::StreamExists => ("exists", 0),
+        ExpectedVersion::Exact(n) => ("exact", n),
+    }
+}
+
+/// The metadata as stored: empty when there is none.
+pub(crate) fn metadata(e: &EventData) -> String {
+    if e.metadata.is_empty() {
+        String::new()
+    } else {
+        e.metadata.to_json()
+    }
+}
+
+/// Parses a Redis stream entry id `ms-seq`.
+pub(crate) fn parse_entry_id(id: &str) -> Option<[u64; 2]> {
+    let (a, b) = id.split_once('-')?;
+    Some([a.parse().ok()?, b.parse().ok()?])
+}
+
+/// The version byte of the packed event format.
+const FORMAT: u8 = 1;
+
+fn content_type_code(ct: ContentType) -> u8 {
+    match ct {
+        ContentType::Json => 0,
+        ContentType::Bson => 1,
+        ContentType::Opaque => 2,
+    }
+}
+
+fn encoding_code(ce: ContentEncoding) -> u8 {
+    match ce {
+        ContentEncoding::Identity => 0,
+        ContentEncoding::Gzip => 1,
+        ContentEncoding::Zlib => 2,
+    }
+}
+
+/// Packs an event into the bytes stored in its stream entry: format byte, 16-byte id,
+/// schema version (u32 BE), content type, encoding, type length (u16 BE), type, metadata
+/// length (u32 BE), metadata JSON (empty when none), payload. The scripts read the id as
+/// bytes 2..17.
+pub(crate) fn pack(e: &EventData) -> Result<Vec<u8>> {
+    let meta = metadata(e);
+    let type_len = u16::try_from(e.event_type.len())
+        .map_err(|_| Error::invalid("event type longer than 65535 bytes"))?;
+    let meta_len =
+        u32::try_from(meta.len()).map_err(|_| Error::invalid("event metadata longer than 4 GiB"))?;
+    let mut out = Vec::with_capacity(30 + e.event_type.len() + meta.len() + e.payload.len());
+    out.push(FORMAT);
+    out.extend_from_slice(e.event_id.as_uuid().as_bytes());
+    out.extend_from_slice(&e.schema_version.to_be_bytes());
+    out.push(content_type_code(e.content_type));
+    out.push(encoding_code(e.content_encoding));
+    out.extend_from_slice(&type_len.to_be_bytes());
+    out.extend_from_slice(e.event_type.as_bytes());
+    out.extend_from_slice(&meta_len.to_be_bytes());
+    out.extend_from_slice(meta.as_bytes());
+    out.extend_from_slice(&e.payload);
+    Ok(out)
+}
+
+/// Reads [`pack`]'s output back.
+fn unpack(packed: Vec<u8>, corrupt: &dyn Fn(&str) -> Error) -> Result<EventData> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, tail) = (b.get(..n)?, b.get(n..)?);
+        *b = tail;
+        Some(head)
+    }
+    let mut b = packed.as_slice();
+    let short = || corrupt("truncated");
+    if take(&mut b, 1).ok_or_else(short)? != [FORMAT] {
+        return Err(corrupt("unknown format"));
+    }
+    let id = uuid::Uuid::from_slice(take(&mut b, 16).ok_or_else(short)?).map_err(|_| corrupt("id"))?;
+    let schema = take(&mut b, 4)
+        .and_then(|s| <[u8; 4]>::try_from(s).ok())
+        .map(u32::from_be_bytes)
+        .ok_or_else(short)?;
+    let codes = take(&mut b, 2).ok_or_else(short)?;
+    let content_type = match codes.first() {
+        Some(0) => ContentType::Json,
+        Some(1) => ContentType::Bson,
+        Some(2) => ContentType::Opaque,
+        _ => return Err(corrupt("content type")),
+    };
+    let content_encoding = match codes.get(1) {
+        Some(0) => ContentEncoding::Identity,
+        Some(1) => ContentEncoding::Gzip,
+        Some(2) => ContentEncoding::Zlib,
+        _ => return Err(corrupt("content encoding")),
+    };
+    let type_len = take(&mut b, 2)
+        .and_then(|s| <[u8; 2]>::try_from(s).ok())
+        .map(u16::from_be_bytes)
+        .ok_or_else(short)?;
+    let event_type = std::str::from_utf8(take(&mut b, usize::from(type_len)).ok_or_else(short)?)
+        .map_err(|_| corrupt("type"))?
+        .to_owned();
+    let meta_len = take(&mut b, 4)
+        .and_then(|s| <[u8; 4]>::try_from(s).ok())
+        .map(u32::from_be_bytes)
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(short)?;
+    let meta =
+        std::str::from_utf8(take(&mut b, meta_len).ok_or_else(short)?).map_err(|_| corrupt("metadata"))?;
+    let metadata = if meta.is_empty() {
+        Metadata::default()
+    } else {
+        Metadata::from_json(meta)?
+    };
+    // The payload is the tail: share the reply's buffer instead of copying it.
+    let at = packed.len() - b.len();
+    Ok(EventData {
+        event_id: EventId::from_uuid(id),
+        event_type,
+        schema_version: schema,
+        payload: bytes::Bytes::from(packed).slice(at..),
+        content_type,
+        content_encoding,
+        metadata,
+    })
+}
+
+/// Decodes one entry of a stream's events: id `0-<version>`, fields `d` (packed event) and
+/// `c` (`<log entry id> <index in commit>[ <recorded_at ms>]`; without a time, the log
+/// entry's millisecond is the recording time).
+pub(crate) fn decode_event(stream: &StreamId, partition: u32, entry: Value) -> Result<RecordedEvent> {
+    let mut parts = reply::array(entry)?.into_iter();
+    let id = reply::string(parts.next().unwrap_or(Value::Nil))?;
+    let version = parse_entry_id(&id)
+        .map(|[_, v]| v)
+        .ok_or_else(|| Error::corrupt(format!("event entry id {id:?} of {stream}")))?;
+    let corrupt = |what: &str| Error::corrupt(format!("event {version} of {stream}: {what}"));
+    let mut packed = None;
+    let mut commit = None;
+    let mut fields = reply::array(parts.next().unwrap_or(Value::Nil))?.into_iter();
+    while let (Some(k), Some(v)) = (fields.next(), fields.next()) {
+        match reply::bytes(k)?.as_slice() {
+            b"d" => packed = Some(reply::bytes(v)?),
+            b"c" => commit = Some(reply::string(v)?),
+            _ => {}
+        }
+    }
+    let data = unpack(packed.ok_or_else(|| corrupt("no data"))?, &corrupt)?;
+    let commit = commit.ok_or_else(|| corrupt("no commit"))?;
+    let mut c = commit.split(' ');
+    let [ms, seq] = c
+        .next()
+        .and_then(parse_entry_id)
+        .ok_or_else(|| corrupt("log entry"))?;
+    let index: u64 = c
+        .next()
+        .and_then(|x| x.parse().ok())
+        .ok_or_else(|| corrupt("index"))?;
+    let at = match c.next() {
+        Some(t) => t.parse::<i64>().map_err(|_| corrupt("timestamp"))?,
+        None => i64::try_from(ms).map_err(|_| corrupt("timestamp"))?,
+    };
+    Ok(RecordedEvent {
+        stream_id: stream.clone(),
+        version,
+        position: Position::new(partition, [ms, seq, index]),
+        recorded_at: Timestamp::from_millis(at),
+        data,
+    })
+}
+
+/// Entries fetched by the first request of a stream read.
+const FIRST_CHUNK: usize = 256;
+/// Most entries fetched by one request of a stream read.
+const MAX_CHUNK: usize = 10_000;
+
+/// A lex-range start after `after` (`-` for the start).
+pub(crate) fn lex_after(after: Option<&str>) -> Vec<u8> {
+    match after {
+        Some(a) => [b"(".as_slice(), a.as_bytes()].concat(),
+        None => b"-".to_vec(),
+    }
+}
+
+impl RedisBackend {
+    /// The stream's state, read from its head.
+    pub(crate) async fn state_of(&self, stream: &StreamId) -> Result<StreamState> {
+        let p = self.keys.partition_of(stream.as_str());
+        let head = self.keys.named(p, HEAD, stream.as_str());
+        let answer = self
+            .conn
+            .run(redis::cmd("HMGET").arg(&head).arg("v").arg("st"))
+            .await?;
+        let mut items = reply::array(answer)?.into_iter();
+        let v = reply::opt_string(items.next().unwrap_or(Value::Nil))?;
+        let st = reply::opt_string(items.next().unwrap_or(Value::Nil))?;
+        let v = v.as_deref().unwrap_or("0");
+        match st.as_deref() {
+            None => Ok(StreamState::Missing),
+            Some("T") => Ok(StreamState::Tombstoned),
+            Some(flag) => parse_state(&format!("{flag}:{v}")),
+        }
+    }
+
+    /// Names from one lex set per partition, merged bytewise, after `after`, at most
+    /// `limit + 1` (so the caller can tell whether more exist).
+    pub(crate) async fn merged_names(
+        &self,
+        kind: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        let mut names = BTreeSet::new();
+        let take = limit.saturating_add(1);
+        for p in 0..self.keys.partitions() {
+            let key = self.keys.partition(p, kind);
+            let answer = self
+                .conn
+                .run(
+                    redis::cmd("ZRANGEBYLEX")
+                        .arg(&key)
+                        .arg(lex_after(after))
+                        .arg("+")
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(take),
+                )
+                .await?;
+            for name in reply::array(answer)? {
+                names.insert(reply::string(name)?);
+            }
+        }
+        Ok(names.into_iter().take(take).collect())
+    }
+
+    /// Reads a page forward from `start` (or backward from `start`, `None`: the end),
+    /// stopping at `max` events or the byte limit. The first request pipelines the head
+    /// (state, first visible version) with a first chunk of entries; later chunks are sized
+    /// from the average event size so a page never loads much more than the byte limit.
+    /// `raw` ignores deletion and truncation (for [`cqrs_core::Admin::read_raw`]).
+    ///
+    /// Events never change once written, so reading the head and the entries in one
+    /// pipeline (not a transaction) returns what a read at the head's moment would have.
+    pub(crate) async fn read_page(
+        &self,
+        stream: &StreamId,
+        start: Option<u64>,
+        max: usize,
+        forward: bool,
+        raw: bool,
+    ) -> Result<Vec<RecordedEvent>> {
+        if max == 0 || (!forward && start == Some(0)) {
+            return Ok(Vec::new());
+        }
+        let p = self.keys.partition_of(stream.as_str());
+        let head = self.keys.named(p, HEAD, stream.as_str());
+        let events = self.keys.named(p, EVENTS, stream.as_str());
+        let max_bytes = self.limits.max_read_bytes;
+        let mut out: Vec<RecordedEvent> = Vec::new();
+        let mut bytes = 0usize;
+        // Forward: the next version to read; backward: the highest (None: the end).
+        let mut cursor = if forward {
+            Some(start.unwrap_or(0).max(1))
+        } else {
+            start
+        };
+        let mut chunk = max.min(FIRST_CHUNK);
+        let mut visible_from = 1u64;
+        let mut head_read = raw;
+        loop {
+            let mut pipe = redis::pipe();
+            if !head_read {
+                pipe.cmd("HMGET").arg(&head).arg("st").arg("vf");
+            }
+            let at = cursor.map_or_else(|| "+".to_owned(), |c| format!("0-{c}"));
+            if forward {
+                pipe.cmd("XRANGE").arg(&events).arg(at).arg("+");
+            } else {
+                pipe.cmd("XREVRANGE").arg(&events).arg(at).arg("-");
+            }
+            pipe.arg("COUNT").arg(chunk);
+            let mut answers = self.conn.run_pipe(&pipe).await?.into_iter();
+            if !head_read {
+                head_read = true;
+                let mut h = reply::array(answers.next().unwrap_or(Value::Nil))?.into_iter();
+                let st = reply::opt_string(h.next().unwrap_or(Value::Nil))?;
+                visible_from = reply::opt_string(h.next().unwrap_or(Value::Nil))?
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1);
+                match st.as_deref() {
+                    Some("T") => {
+                        return Err(Error::StreamDeleted {
+                            stream: stream.clone(),
+                        })
+                    }
+                    Some("L") => {}
+                    _ => return Ok(Vec::new()),
+                }
+                if forward && cursor.is_some_and(|c| c < visible_from) {
+                    cursor = Some(visible_from);
+                    continue;
+                }
+            }
+            let entries = reply::array(answers.next().unwrap_or(Value::Nil))?;
+            let fetched = entries.len();
+            for entry in entries {
+                let event = decode_event(stream, p, entry)?;
+                if !raw && event.version < visible_from {
+                    return Ok(out);
+                }
+                let len = event.data.encoded_len();
+                if !out.is_empty() && bytes.saturating_add(len) > max_bytes {
+                    return Ok(out);
+                }
+                bytes = bytes.saturating_add(len);
+                out.push(event);
+            }
+            let Some(last) = out.last().map(|e| e.version) else {
+                return Ok(out);
+            };
+            if fetched < chunk || out.len() >= max {
+                return Ok(out);
+            }
+            cursor = if forward {
+                Some(last.saturating_add(1))
+            } else if last <= 1 {
+                return Ok(out);
+            } else {
+                Some(last - 1)
+            };
+            let average = (bytes / out.len()).max(1);
+            let room = max_bytes.saturating_sub(bytes) / average + 1;
+            chunk = (max - out.len()).min(room).clamp(1, MAX_CHUNK);
+        }
+    }
+}
+
+#[async_trait]
+impl EventStore for RedisBackend {
+    fn capabilities(&self) -> Capabilities {
+        let partitions = self.keys.partitions();
+        Capabilities {
+            partitions,
+            total_order: partitions == 1,
+            global_event_id_uniqueness: false,
+            truncate: true,
+        }
+    }
+
+    fn identity(&self) -> StoreIdentity {
+        self.identity.clone()
+    }
+
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "redis", stream = %stream, expected = %expected, events = events.len()))]
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+    ) -> Result<AppendOutcome> {
+        let _call = self.begin()?;
+        self.limits.check_batch(&events)?;
+        let p = self.keys.partition_of(stream.as_str());
+        let name = stream.as_str();
+        let (kind, n) = expectation(expected);
+        let mut inv = scripts::APPEND.prepare_invoke();
+        inv.key(self.keys.named(p, HEAD, name))
+            .key(self.keys.named(p, EVENTS, name))
+            .key(self.keys.named(p, IDS, name))
+            .key(self.keys.partition(p, LOG))
+            .key(self.keys.partition(p, LIVE))
+            .key(self.keys.partition(p, ALL))
+            .arg(name)
+            .arg(kind)
+            .arg(n)
+            .arg(events.len());
+        for e in &events {
+            inv.arg(pack(e)?);
+        }
+        let (status, mut items) = reply::status(self.conn.script(&inv).await?)?;
+        match status.as_str() {
+            "ok" | "dup" => {
+                let first = reply::next_u64(&mut items)?;
+                let last = reply::next_u64(&mut items)?;
+                let lid = reply::next_string(&mut items)?;
+                let index = reply::next_string(&mut items)?;
+                let position = parse_entry_id(&lid)
+                    .zip(index.parse::<u64>().ok())
+                    .map(|([ms, seq], x)| Position::new(p, [ms, seq, x]));
+                Ok(AppendOutcome {
+                    first_version: first,
+                    next_expected: last,
+                    position,
+                })
+            }
+            "empty" => {
+                let current = reply::next_u64(&mut items)?;
+                Ok(AppendOutcome {
+                    first_version: current + 1,
+                    next_expected: current,
+                    position: None,
+                })
+            }
+            "conflict" => Err(Error::Conflict {
+                stream: stream.clone(),
+                expected,
+                actual: parse_state(&reply::next_string(&mut items)?)?,
+            }),
+            "mismatch" => Err(Error::IdempotencyMismatch {
+                stream: stream.clone(),
+                reason: reply::next_string(&mut items)?,
+            }),
+            "deleted" => Err(Error::StreamDeleted {
+                stream: stream.clone(),
+            }),
+            "toolarge" => Err(Error::TooLarge {
+                kind: LimitKind::Version,
+                limit: MAX_VERSION,
+                actual: reply::next_string(&mut items)?.parse().unwrap_or(u64::MAX),
+            }),
+            other => Err(unexpected(&format!("append answered {other:?}"))),
+        }
+    }
+
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "redis", stream = %stream, from = from, max = max))]
+    async fn read_stream(&self, stream: &StreamId, from: u64, max: usize) -> Result<Vec<RecordedEvent>> {
+        let _call = self.begin()?;
+        self.read_page(stream, Some(from), max, true, false).await
+    }
+
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "redis", stream = %stream, from = ?from, max = max))]
+    async fn read_stream_backward(
+        &self,
+        stream: &StreamId,
+        from: Option<u64>,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let _call = self.begin()?;
+        self.read_page(stream, from, max, false, false).await
+    }
+
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "redis", stream = %stream))]
+    async fn stream_state(&self, stream: &StreamId) -> Result<StreamState> {
+        let _call = self.begin()?;
+        self.state_of(stream).await
+    }
+
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "redis", max = max))]
+    async fn read_all(&self, from: &Checkpoint, max: usize, filter: &EventFilter) -> Result<Batch> {
+        let _call = self.begin()?;
+        self.read_log(from, max, filter).await
+    }
+
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "redis", stream = %stream, expected = %expected, mode = ?mode))]
+    async fn delete_stream(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        mode: DeleteMode,
+    ) -> Result<()> {
+        let _call = self.begin()?;
+        let p = self.keys.partition_of(stream.as_str());
+        let name = stream.as_str();
+        let (kind, n) = expectation(expected);
+        let answer = self
+            .conn
+            .script(
+                scripts::DELETE
+                    .key(self.keys.named(p, HEAD, name))
+                    .key(self.keys.partition(p, LIVE))
+                    .key(self.keys.named(p, SNAPSHOTS, name))
+                    .key(self.keys.named(p, SNAPSHOT_VERSIONS, name))
+                    .key(self.keys.partition(p, SNAPSHOT_STREAMS))
+                    .arg(name)
+                    .arg(kind)
+                    .arg(n)
+                    .arg(match mode {
+                        DeleteMode::Soft => "soft",
+                        DeleteMode::Tombstone => "tomb",
+                    }),
+            )
+            .await?;
+        let (status, mut items) = reply::status(answer)?;
+        match status.as_str() {
+            "ok" => Ok(()),
+            "conflict" => Err(Error::Conflict {
+                stream: stream.clone(),
+                expected,
+                actual: parse_state(&reply::next_string(&mut items)?)?,
+            }),
+            "deleted" => Err(Error::StreamDeleted {
+                stream: stream.clone(),
+            }),
+            other => Err(unexpected(&format!("delete answered {other:?}"))),
+        }
+    }
+
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "redis", stream = %stream, version = version))]
+    async fn truncate_before(&self, stream: &StreamId, version: u64) -> Result<()> {
+        let _call = self.begin()?;
+        let p = self.keys.partition_of(stream.as_str());
+        let answer = self
+            .conn
+            .script(
+                scripts::TRUNCATE
+                    .key(self.keys.named(p, HEAD, stream.as_str()))
+                    .arg(version),
+            )
+            .await?;
+        match reply::status(answer)?.0.as_str() {
+            "ok" => Ok(()),
+            "deleted" => Err(Error::StreamDeleted {
+                stream: stream.clone(),
+            }),
+            other => Err(unexpected(&format!("truncate answered {other:?}"))),
+        }
+    }
+
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "redis", limit = limit))]
+    async fn list_streams(&self, after: Option<&StreamId>, limit: usize) -> Result<StreamPage> {
+        let _call = self.begin()?;
+        if limit == 0 {
+            return Err(Error::invalid("list_streams limit must be at least 1"));
+        }
+        let mut names = self
+            .merged_names(LIVE, after.map(StreamId::as_str), limit)
+            .await?;
+        let more = names.len() > limit;
+        names.truncate(limit);
+        let streams = names.into_iter().map(StreamId::new).collect::<Result<Vec<_>>>()?;
+        let next = if more { streams.last().cloned() } else { None };
+        Ok(StreamPage { streams, next })
+    }
+
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "redis"))]
+    async fn close(&self) -> Result<()> {
+        self.shut().await;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_events_round_trip_and_damage_is_corrupt() {
+        let md = Metadata {
+            actor: Some("ü😀".into()),
+            ..Metadata::default()
+        };
+        let e = EventData::new("Tÿpe", ContentType::Bson, vec![0u8, 255, 10])
+            .with_schema_version(7)
+            .with_encoding(ContentEncoding::Zlib)
+            .with_metadata(md);
+        let packed = pack(&e).unwrap();
+        assert_eq!(&packed[1..17], e.event_id.as_uuid().as_bytes());
+        let corrupt = |w: &str| Error::corrupt(w.to_owned());
+        assert_eq!(unpack(packed.clone(), &corrupt).unwrap(), e);
+        for cut in [0, 1, 10, 20, 25] {
+            assert!(matches!(
+                unpack(packed[..cut].to_vec(), &corrupt),
+                Err(Error::Corrupt { .. })
+            ));
+        }
+        let mut bad = packed.clone();
+        bad[21] = 9;
+        assert!(matches!(unpack(bad, &corrupt), Err(Error::Corrupt { .. })));
+    }
+}

@@ -1,0 +1,65 @@
+-- Helpers shared by every script (prepended to each one at compile time).
+-- Versions, epochs and counters stay decimal strings: Lua numbers are doubles, exact only
+-- to 2^53, and a version is any u64 up to i64::MAX.
+
+-- a + n for a decimal string a without leading zeros and a small integer n >= 0.
+local function dec_add(a, n)
+  if #a <= 13 then
+    -- Exact in a double, and tostring prints up to 14 significant digits.
+    return string.format('%d', tonumber(a) + n)
+  end
+  local digits = {}
+  local carry = n
+  for i = #a, 1, -1 do
+    local d = string.byte(a, i) - 48 + carry
+    digits[i] = string.char(48 + d % 10)
+    carry = math.floor(d / 10)
+  end
+  local out = table.concat(digits)
+  while carry > 0 do
+    out = string.char(48 + carry % 10) .. out
+    carry = math.floor(carry / 10)
+  end
+  out = string.gsub(out, '^0+(%d)', '%1')
+  return out
+end
+
+-- a > b for decimal strings without leading zeros.
+local function dec_gt(a, b)
+  if #a ~= #b then return #a > #b end
+  return a > b
+end
+
+local function dec_max(a, b)
+  if dec_gt(a, b) then return a end
+  return b
+end
+
+-- The stream head: last version ('0' when never written), state flag (nil: missing,
+-- 'L' live, 'S' soft-deleted, 'T' tombstoned) and the first visible version.
+local function stream_head(key)
+  local h = redis.call('HMGET', key, 'v', 'st', 'vf')
+  return h[1] or '0', h[2] or nil, h[3] or '1'
+end
+
+local function state_str(v, st)
+  if st == 'T' then return 'T' end
+  if not st then return 'M' end
+  return st .. ':' .. v
+end
+
+-- ExpectedVersion::is_satisfied_by, with Exact(0) already normalised to 'none'.
+local function expectation_holds(kind, n, v, st)
+  if st == 'T' then return false end
+  if kind == 'any' then return true end
+  if kind == 'none' then return st ~= 'L' end
+  if kind == 'exists' then return st == 'L' end
+  return (st == 'L' or st == 'S') and v == n
+end
+
+-- Server time in milliseconds, as a decimal string.
+local function now_ms()
+  local t = redis.call('TIME')
+  return t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
+end
+

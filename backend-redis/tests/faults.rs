@@ -1,0 +1,346 @@
+//! Fault tests. The crash tests start their OWN `redis-server` (own port, own temporary
+//! directory) and kill it with SIGKILL; they never touch the shared server at `REDIS_URL`.
+//! The bad-input tests use the shared server under their own key prefix only.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test support may panic
+
+use std::{
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use backend_redis::{RedisBackend, RedisStoreOptions};
+use bytes::Bytes;
+use cqrs_core::{
+    Checkpoint, ContentEncoding, ContentType, Error, EventData, EventFilter, EventStore, ExpectedVersion,
+    LimitKind, Limits, Outcome, Snapshot, SnapshotStore, StreamId, Timestamp,
+};
+
+/// A redis-server of our own, on a free loopback port, in a temporary directory.
+struct OwnServer {
+    port: u16,
+    dir: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl OwnServer {
+    fn start(persistent: bool) -> OwnServer {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let dir = std::env::temp_dir().join(format!("cqrs-redis-fault-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut args: Vec<String> = vec![
+            "--port".into(),
+            port.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--dir".into(),
+            dir.display().to_string(),
+            "--save".into(),
+            String::new(),
+            "--maxmemory-policy".into(),
+            "noeviction".into(),
+        ];
+        if persistent {
+            args.extend(["--appendonly", "yes", "--appendfsync", "always"].map(String::from));
+        } else {
+            args.extend(["--appendonly", "no"].map(String::from));
+        }
+        let mut server = OwnServer {
+            port,
+            dir,
+            args,
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed to run the fault tests");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "own redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no shutdown, no final fsync.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("kill -9 own redis-server");
+            child.wait().expect("reap own redis-server");
+        }
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn options(url: String, prefix: &str) -> RedisStoreOptions {
+    RedisStoreOptions::new(url)
+        .prefix(prefix)
+        .connection_timeout(Duration::from_millis(500))
+        .response_timeout(Duration::from_millis(1_000))
+}
+
+fn event(n: u64) -> EventData {
+    EventData::new("Counted", ContentType::Json, format!("{{\"n\":{n}}}"))
+}
+
+/// Retries `append` of the same batch until the server answers, within a deadline.
+async fn append_until_answered(
+    store: &RedisBackend,
+    stream: &StreamId,
+    batch: &[EventData],
+) -> cqrs_core::AppendOutcome {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match store.append(stream, ExpectedVersion::Any, batch.to_vec()).await {
+            Ok(out) => return out,
+            Err(Error::Unavailable { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the client did not recover: {e:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_kill_9_keeps_every_acknowledged_append_and_recovers() {
+    let mut server = OwnServer::start(true);
+    let store = RedisBackend::open(options(server.url(), "fault"))
+        .await
+        .expect("open the store on our own server");
+    let stream = StreamId::new("counter-{1}").unwrap();
+
+    // Appends in a loop; kill the server once 200 have been acknowledged.
+    let mut acknowledged = Vec::new();
+    let mut failed = None;
+    let mut worst = Duration::ZERO;
+    for n in 0..10_000u64 {
+        if n == 200 {
+            server.kill();
+        }
+        let batch = vec![event(n)];
+        let started = Instant::now();
+        let result = store.append(&stream, ExpectedVersion::Any, batch.clone()).await;
+        worst = worst.max(started.elapsed());
+        match result {
+            Ok(out) => acknowledged.push((out.first_version, batch[0].event_id)),
+            Err(Error::Unavailable { outcome, .. }) => {
+                assert!(n >= 200, "append {n} failed before the kill");
+                failed = Some((batch, outcome));
+                break;
+            }
+            Err(e) => panic!("a dead server must surface as Unavailable, got {e:?}"),
+        }
+    }
+    assert!(acknowledged.len() >= 200, "{} acknowledged", acknowledged.len());
+    let (unanswered, outcome) = failed.expect("appends must fail once the server is dead");
+    assert!(
+        worst < Duration::from_secs(5),
+        "a call took {worst:?}: the client must report Unavailable within a bounded time"
+    );
+    assert!(matches!(outcome, Outcome::NotSent | Outcome::Unknown));
+
+    // While it is down, calls keep failing fast with Unavailable.
+    let started = Instant::now();
+    let down = store.read_stream(&stream, 1, 10).await;
+    assert!(matches!(down, Err(Error::Unavailable { .. })), "{down:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // Restart on the same AOF: the same client reconnects and every acknowledged append is
+    // there at the version it was acknowledged with.
+    server.spawn();
+    let resent = append_until_answered(&store, &stream, &unanswered).await;
+    let events = store
+        .read_stream(&stream, 1, 100_000)
+        .await
+        .expect("read after restart");
+    for (version, id) in &acknowledged {
+        let found = events.iter().find(|e| e.version == *version);
+        assert_eq!(
+            found.map(|e| e.event_id()),
+            Some(*id),
+            "acknowledged version {version} lost after kill -9 with appendfsync always"
+        );
+    }
+    // The unanswered batch, re-sent with the same id, exists exactly once.
+    let copies = events
+        .iter()
+        .filter(|e| e.event_id() == unanswered[0].event_id)
+        .count();
+    assert_eq!(copies, 1, "the re-sent batch must be stored exactly once");
+    assert_eq!(
+        events
+            .iter()
+            .find(|e| e.event_id() == unanswered[0].event_id)
+            .map(|e| e.version),
+        Some(resent.first_version)
+    );
+    // Versions stay contiguous.
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.version, i as u64 + 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_restart_without_persistence_is_data_loss_for_a_tailing_reader() {
+    let mut server = OwnServer::start(false);
+    let store = RedisBackend::open(options(server.url(), "fault"))
+        .await
+        .expect("open the store on our own server");
+    let stream = StreamId::new("s").unwrap();
+    store
+        .append(&stream, ExpectedVersion::NoStream, (0..5).map(event).collect())
+        .await
+        .expect("append");
+    let mut checkpoint = Checkpoint::origin();
+    loop {
+        let batch = store
+            .read_all(&checkpoint, 100, &EventFilter::all())
+            .await
+            .expect("read_all");
+        checkpoint = batch.next;
+        if batch.caught_up {
+            break;
+        }
+    }
+    assert!(checkpoint.get(0).is_some(), "the reader saw the events");
+
+    server.kill();
+    server.spawn();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let answer = loop {
+        match store.read_all(&checkpoint, 100, &EventFilter::all()).await {
+            Err(Error::Unavailable { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => break other,
+        }
+    };
+    assert!(
+        matches!(answer, Err(Error::DataLoss { partition: 0 })),
+        "a tailing reader must get DataLoss, not a silent stall: {answer:?}"
+    );
+    // New writes after the loss do not hide it.
+    append_until_answered(&store, &stream, &[event(9)]).await;
+    assert!(matches!(
+        store.read_all(&checkpoint, 100, &EventFilter::all()).await,
+        Err(Error::DataLoss { .. })
+    ));
+}
+
+fn shared_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| backend_redis::DEFAULT_URL.to_owned())
+}
+
+async fn shared(prefix: &str, limits: Limits) -> Arc<RedisBackend> {
+    let url = shared_url();
+    let prefix = format!("{prefix}_{}", uuid::Uuid::now_v7().simple());
+    RedisBackend::open(RedisStoreOptions::new(url.clone()).prefix(prefix).limits(limits))
+        .await
+        .unwrap_or_else(|e| panic!("Redis at {url} is required (start redis-server or set REDIS_URL): {e}"))
+}
+
+#[tokio::test]
+async fn fault_bad_input_is_refused_before_any_write() {
+    assert!(StreamId::new("").is_err());
+    assert!(StreamId::new("a\nb").is_err());
+    assert!(StreamId::new("x".repeat(1025)).is_err());
+
+    let limits = Limits {
+        max_event_bytes: 1_000,
+        max_batch_bytes: 2_500,
+        max_batch_count: 5,
+        ..Limits::default()
+    };
+    let store = shared("fault_input", limits).await;
+    let s = StreamId::new("s").unwrap();
+    let big = EventData::new("Big", ContentType::Opaque, vec![0u8; 2_000]);
+    assert!(matches!(
+        store.append(&s, ExpectedVersion::Any, vec![big]).await,
+        Err(Error::TooLarge {
+            kind: LimitKind::EventBytes,
+            ..
+        })
+    ));
+    let mid = || EventData::new("Mid", ContentType::Opaque, vec![0u8; 900]);
+    assert!(matches!(
+        store
+            .append(&s, ExpectedVersion::Any, vec![mid(), mid(), mid()])
+            .await,
+        Err(Error::TooLarge {
+            kind: LimitKind::BatchBytes,
+            ..
+        })
+    ));
+    assert!(matches!(
+        store
+            .append(&s, ExpectedVersion::Any, (0..6).map(event).collect())
+            .await,
+        Err(Error::TooLarge {
+            kind: LimitKind::BatchCount,
+            ..
+        })
+    ));
+    assert_eq!(
+        store.stream_state(&s).await.unwrap(),
+        cqrs_core::StreamState::Missing
+    );
+    store.destroy().await.unwrap();
+}
+
+#[tokio::test]
+async fn fault_corrupted_snapshot_reads_as_corrupt() {
+    let store = shared("fault_snap", Limits::default()).await;
+    let s = StreamId::new("order-{7}").unwrap();
+    let snapshot = Snapshot {
+        stream_id: s.clone(),
+        version: 3,
+        schema_revision: 1,
+        payload: Bytes::from_static(b"{\"total\":3}"),
+        content_type: ContentType::Json,
+        content_encoding: ContentEncoding::Identity,
+        taken_at: Timestamp::from_millis(1),
+    };
+    store.save(snapshot.clone()).await.unwrap();
+    assert_eq!(store.load_latest(&s).await.unwrap(), Some(snapshot));
+
+    // Damage the stored entry behind the store's back (only our own prefixed key).
+    let prefix = store.options().key_prefix().to_owned();
+    let client = redis::Client::open(shared_url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{prefix}:{{p0}}:s:{}", s.as_str());
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg(format!("{:020}", 3))
+        .arg("garbage without header")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(matches!(store.load_latest(&s).await, Err(Error::Corrupt { .. })));
+    store.destroy().await.unwrap();
+}
