@@ -95,7 +95,7 @@ macro_rules! __tests {
                 #[test]
                 fn $behaviour() {
                     $crate::run(
-                        concat!(stringify!($group), "::", stringify!($behaviour)),
+                        concat!(module_path!(), "::", stringify!($behaviour)),
                         $factory,
                         $crate::$group::$behaviour,
                     );

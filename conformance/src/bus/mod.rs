@@ -419,7 +419,7 @@ macro_rules! __bus_tests {
                 #[test]
                 fn $behaviour() {
                     $crate::bus::run(
-                        concat!("bus::", stringify!($group), "::", stringify!($behaviour)),
+                        concat!(module_path!(), "::", stringify!($behaviour)),
                         $factory,
                         $crate::bus::$group::$behaviour,
                     );
