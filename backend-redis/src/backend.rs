@@ -161,12 +161,15 @@ impl fmt::Debug for RedisBackend {
     }
 }
 
-/// Opens a Redis store from a URL with the default options and returns its stores.
+/// Opens a Redis store from a URL (see [`RedisStoreOptions::from_url`] for the `prefix` and
+/// `partitions` parameters) and returns its stores.
 ///
 /// # Errors
 /// As [`RedisBackend::open`].
 pub async fn connect(url: &str) -> Result<Stores> {
-    Ok(RedisBackend::open(RedisStoreOptions::new(url)).await?.stores())
+    Ok(RedisBackend::open(RedisStoreOptions::from_url(url)?)
+        .await?
+        .stores())
 }
 
 /// Logs a warning when the server may evict keys: an evicted event stream or head is lost

@@ -59,6 +59,44 @@ impl RedisStoreOptions {
         }
     }
 
+    /// Options for a URL that may carry our own query parameters, which are taken out before
+    /// the URL reaches the driver: `prefix` (the key prefix) and `partitions` (the log
+    /// partition count of a new store), e.g. `redis://127.0.0.1:6379/?prefix=shop`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a `partitions` value that is not a number.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let (base, query) = match url.split_once('?') {
+            Some((base, query)) => (base, query),
+            None => (url, ""),
+        };
+        let (mut prefix, mut partitions, mut keep) = (None, None, Vec::new());
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("prefix", v)) => prefix = Some(v.to_owned()),
+                Some(("partitions", v)) => {
+                    partitions = Some(v.parse::<u32>().map_err(|_| {
+                        Error::invalid(format!("the partitions parameter must be a number, not {v:?}"))
+                    })?);
+                }
+                _ => keep.push(pair),
+            }
+        }
+        let url = if keep.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", keep.join("&"))
+        };
+        let mut options = RedisStoreOptions::new(url);
+        if let Some(prefix) = prefix {
+            options = options.prefix(prefix);
+        }
+        if let Some(n) = partitions {
+            options = options.partitions(n);
+        }
+        Ok(options)
+    }
+
     /// Options from the environment: `REDIS_URL` (default [`DEFAULT_URL`]) and, if set,
     /// `REDIS_PREFIX`.
     pub fn from_env() -> Self {
@@ -247,6 +285,25 @@ mod tests {
         let o = RedisStoreOptions::new("rediss://h:1");
         assert_eq!(o.target().unwrap(), Target::Single("rediss://h:1".into()));
         assert!(RedisStoreOptions::new("http://h").target().is_err());
+    }
+
+    #[test]
+    fn our_url_parameters_are_taken_out() {
+        let o = RedisStoreOptions::from_url("redis+cluster://a:1,b:2?prefix=shop&partitions=6").unwrap();
+        assert_eq!(
+            (o.key_prefix(), o.partitions, o.url.as_str()),
+            ("shop", Some(6), "redis+cluster://a:1,b:2")
+        );
+        let o = RedisStoreOptions::from_url("redis://h:6379/0?protocol=resp3&prefix=x").unwrap();
+        assert_eq!(
+            (o.key_prefix(), o.url.as_str()),
+            ("x", "redis://h:6379/0?protocol=resp3")
+        );
+        assert!(RedisStoreOptions::from_url("redis://h?partitions=many").is_err());
+        assert_eq!(
+            RedisStoreOptions::from_url("redis://h").unwrap().key_prefix(),
+            "cqrs"
+        );
     }
 
     #[test]
