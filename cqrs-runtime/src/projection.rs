@@ -70,7 +70,10 @@ pub trait Projection: Send + Sync + 'static {
     }
 
     /// Turns one event into model changes. It should depend only on the event (and data it
-    /// owns), so a rebuild gives the same model. An error is retried under the runner's
+    /// owns), so a rebuild gives the same model. The changes of a whole batch are committed
+    /// together at its end: a handler that reads its own model sees it as of the last
+    /// commit, not the changes of earlier events of the same batch, so such a projection
+    /// runs with [`RunnerOptions::batch_size`] 1. An error is retried under the runner's
     /// [`RetryPolicy`]; once attempts run out the runner stops as [`RunnerState::Faulted`]
     /// with its checkpoint before this event.
     async fn handle(&self, event: &RecordedEvent) -> std::result::Result<Vec<Change>, BoxError>;

@@ -11,73 +11,9 @@ use cqrs::{
     ContentType, EventData, ExpectedVersion, Metadata, Stores, StreamId,
 };
 
-fn pg_base() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
+mod common;
 
-fn redis_base() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-fn unique(label: &str) -> String {
-    format!("t_{label}_{}", uuid::Uuid::now_v7().simple())
-}
-
-/// A PostgreSQL store in a schema of its own, migrated.
-async fn postgres(schema: &str) -> Stores {
-    let base = pg_base();
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}schema={schema}");
-    cqrs::migrate(&url)
-        .await
-        .expect("PostgreSQL must be reachable at DATABASE_URL");
-    cqrs::connect(&url).await.unwrap()
-}
-
-/// A Redis store under a key prefix of its own.
-async fn redis(prefix: &str) -> Stores {
-    let base = redis_base();
-    let sep = if base.contains('?') { '&' } else { '?' };
-    cqrs::connect(&format!("{base}{sep}prefix={prefix}"))
-        .await
-        .expect("Redis must be reachable at REDIS_URL")
-}
-
-async fn drop_schema(schema: &str) {
-    let pool = sqlx::PgPool::connect(&pg_base()).await.unwrap();
-    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-        .execute(&pool)
-        .await
-        .unwrap();
-}
-
-async fn drop_prefix(prefix: &str) {
-    let client = redis::Client::open(redis_base()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}:*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        if !keys.is_empty() {
-            let _: () = redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-        }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
-}
+use common::{drop_prefix, drop_schema, postgres, redis, unique};
 
 /// `streams` streams of `per_stream` events with metadata and 200-byte payloads.
 async fn seed(stores: &Stores, streams: u64, per_stream: u64) {
