@@ -282,6 +282,10 @@ impl EventStore for MemoryBackend {
         MemoryBackend::CAPABILITIES
     }
 
+    fn limits(&self) -> cqrs_core::Limits {
+        self.limits
+    }
+
     fn identity(&self) -> StoreIdentity {
         self.identity.clone()
     }

@@ -231,6 +231,10 @@ impl EventStore for PgBackend {
         PgBackend::CAPABILITIES
     }
 
+    fn limits(&self) -> cqrs_core::Limits {
+        self.limits
+    }
+
     fn identity(&self) -> StoreIdentity {
         self.identity_value()
     }

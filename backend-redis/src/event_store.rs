@@ -386,6 +386,10 @@ impl EventStore for RedisBackend {
         }
     }
 
+    fn limits(&self) -> cqrs_core::Limits {
+        self.limits
+    }
+
     fn identity(&self) -> StoreIdentity {
         self.identity.clone()
     }

@@ -74,7 +74,7 @@ impl<A: Aggregate> EventSourcedRepository<A> {
             conflict_retries: 0,
             resends: 3,
             snapshot_encoding: ContentEncoding::Gzip,
-            page_size: 500,
+            page_size: 5_000,
             aggregate: PhantomData,
         }
     }
@@ -112,6 +112,14 @@ impl<A: Aggregate> EventSourcedRepository<A> {
     #[must_use]
     pub fn resend_on_unavailable(mut self, n: u32) -> Self {
         self.resends = n;
+        self
+    }
+
+    /// Events read per round trip while loading (5,000 by default; pages also stop at the
+    /// store's byte limit).
+    #[must_use]
+    pub fn page_size(mut self, n: usize) -> Self {
+        self.page_size = n.max(1);
         self
     }
 

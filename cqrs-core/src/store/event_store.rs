@@ -34,6 +34,12 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
     /// The store's identity, carried by the checkpoints it returns.
     fn identity(&self) -> StoreIdentity;
 
+    /// The limits this store enforces. Readers use them to tell a page cut by the byte limit
+    /// from the end of a stream without another round trip (see [`EventStoreExt::stream_events`]).
+    fn limits(&self) -> crate::Limits {
+        crate::Limits::default()
+    }
+
     /// Appends `events` to `stream` if its state satisfies `expected`, all or nothing.
     ///
     /// Events keep the order of the `Vec`: versions and positions follow it. Idempotency is
@@ -131,7 +137,8 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
 
 /// Conveniences over any [`EventStore`].
 pub trait EventStoreExt: EventStore {
-    /// Every event of a stream from `from` on, paged `page` events at a time.
+    /// Every event of a stream from `from` on, paged `page` events at a time. A short page
+    /// that the byte limit cannot have cut ends the stream without a further read.
     fn stream_events<'a>(
         &'a self,
         stream: &'a StreamId,
@@ -142,8 +149,10 @@ pub trait EventStoreExt: EventStore {
         stream::try_unfold(Some(from), move |next| async move {
             let Some(from) = next else { return Ok(None) };
             let events = self.read_stream(stream, from, page).await?;
-            // A page may stop early at the byte limit: only an empty page means the end.
-            let next = events.last().map(|last| last.version + 1);
+            let next = match events.last() {
+                Some(last) if !is_last_page(self.limits(), &events, page) => Some(last.version + 1),
+                _ => None,
+            };
             Ok(Some((stream::iter(events.into_iter().map(Ok)), next)))
         })
         .map(|r| match r {
@@ -156,3 +165,52 @@ pub trait EventStoreExt: EventStore {
 }
 
 impl<T: EventStore + ?Sized> EventStoreExt for T {}
+
+/// True when a forward page of `max` events is known to end its stream: it is shorter than
+/// asked, and so small that the byte limit cannot have cut it (a page never exceeds
+/// `max_read_bytes` unless it holds one event, and no event exceeds `max_event_bytes`, so a
+/// cut page holds more than their difference). Saves the empty read that would otherwise
+/// confirm the end.
+pub fn is_last_page(limits: crate::Limits, events: &[RecordedEvent], max: usize) -> bool {
+    if events.len() >= max {
+        return false;
+    }
+    let bytes: usize = events.iter().map(|e| e.data.encoded_len()).sum();
+    bytes.saturating_add(limits.max_event_bytes) <= limits.max_read_bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ContentType, EventData, Limits, Position, Timestamp};
+
+    fn recorded(len: usize) -> RecordedEvent {
+        RecordedEvent {
+            stream_id: "s".parse().unwrap(),
+            version: 1,
+            position: Position::new(0, [1, 0, 0]),
+            recorded_at: Timestamp::from_millis(0),
+            data: EventData::new("T", ContentType::Opaque, vec![0u8; len]),
+        }
+    }
+
+    #[test]
+    fn a_short_small_page_ends_the_stream_but_a_cut_one_does_not() {
+        let limits = Limits {
+            max_event_bytes: 100,
+            max_read_bytes: 1000,
+            ..Limits::default()
+        };
+        assert!(
+            is_last_page(limits, &[recorded(10), recorded(10)], 5),
+            "short and small"
+        );
+        assert!(
+            !is_last_page(limits, &vec![recorded(10); 5], 5),
+            "full: there may be more"
+        );
+        // 950 bytes: the next event (up to 100 bytes) may have been cut by the 1000-byte limit.
+        assert!(!is_last_page(limits, &[recorded(470), recorded(470)], 5));
+        assert!(is_last_page(limits, &[], 5), "empty");
+    }
+}

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 pub use admin::{Admin, ImportedEvent};
 pub use checkpoint_store::{CheckpointStore, Lease};
-pub use event_store::{EventStore, EventStoreExt, StreamPage};
+pub use event_store::{is_last_page, EventStore, EventStoreExt, StreamPage};
 pub use read_store::{CheckpointUpdate, QueryPage, ReadStore};
 pub use snapshot_store::{Snapshot, SnapshotKey, SnapshotStore};
 pub use state_store::{Conditional, StateExpectation, StateStore, StateWrite, Versioned};
