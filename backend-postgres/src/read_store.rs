@@ -521,16 +521,31 @@ impl ReadStore for PgBackend {
                 check_document(&self.limits, indexes.get(collection).unwrap_or(&none), document)?;
             }
         }
+        // Consecutive upserts into one collection go in one statement (the last upsert of an
+        // id wins, as applying them in order would); a delete or another collection ends the
+        // run, so the order of changes is kept.
+        let mut run: Vec<Document> = Vec::new();
+        let mut run_collection = String::new();
         for change in changes {
             match change {
+                Change::Upsert { collection, document } if collection == run_collection || run.is_empty() => {
+                    run_collection = collection;
+                    run.retain(|d| d.id != document.id);
+                    run.push(document);
+                }
                 Change::Upsert { collection, document } => {
-                    self.write_documents(&mut tx, &collection, &[document]).await?;
+                    self.write_documents(&mut tx, &run_collection, &run).await?;
+                    run = vec![document];
+                    run_collection = collection;
                 }
                 Change::Delete { collection, id } => {
+                    self.write_documents(&mut tx, &run_collection, &run).await?;
+                    run.clear();
                     self.delete_in(&mut tx, &collection, &id).await?;
                 }
             }
         }
+        self.write_documents(&mut tx, &run_collection, &run).await?;
         self.trip();
         tx.commit().await.map_err(error::sent)
     }
