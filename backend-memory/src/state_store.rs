@@ -5,17 +5,11 @@ use std::{collections::HashMap, ops::Bound};
 use async_trait::async_trait;
 use bytes::Bytes;
 use cqrs_core::{
-    check_version, validate_name, Conditional, Error, Result, StateExpectation, StateStore, StateWrite,
-    Versioned,
+    check_state_batch, check_version, validate_name, validate_state_key, Conditional, Error, Result,
+    StateExpectation, StateStore, StateWrite, Versioned,
 };
 
 use crate::MemoryBackend;
-
-/// Validates a kind and an entry id like stream ids.
-fn check_key(kind: &str, id: &str) -> Result<()> {
-    validate_name("state kind", kind)?;
-    validate_name("state id", id)
-}
 
 /// The version a write at `current` gets if `expected` holds.
 fn next_version(kind: &str, id: &str, expected: StateExpectation, current: Option<u64>) -> Result<u64> {
@@ -40,7 +34,7 @@ impl StateStore for MemoryBackend {
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", kind = %kind, id = %id))]
     async fn get(&self, kind: &str, id: &str) -> Result<Option<Versioned<Bytes>>> {
         self.begin()?;
-        check_key(kind, id)?;
+        validate_state_key(kind, id)?;
         let inner = self.lock()?;
         Ok(inner
             .states
@@ -57,7 +51,7 @@ impl StateStore for MemoryBackend {
         known_version: u64,
     ) -> Result<Conditional<Versioned<Bytes>>> {
         self.begin()?;
-        check_key(kind, id)?;
+        validate_state_key(kind, id)?;
         let inner = self.lock()?;
         let entry = inner.states.get(kind).and_then(|entries| entries.get(id));
         Ok(match entry {
@@ -69,7 +63,7 @@ impl StateStore for MemoryBackend {
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", kind = %kind, id = %id, expected = ?expected))]
     async fn put(&self, kind: &str, id: &str, expected: StateExpectation, value: Bytes) -> Result<u64> {
         self.begin()?;
-        check_key(kind, id)?;
+        validate_state_key(kind, id)?;
         self.limits.check_document(value.len())?;
         let mut inner = self.lock()?;
         let current = inner
@@ -89,17 +83,7 @@ impl StateStore for MemoryBackend {
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", kind = %kind, writes = writes.len()))]
     async fn put_batch(&self, kind: &str, writes: Vec<StateWrite>) -> Result<Vec<u64>> {
         self.begin()?;
-        let mut ids = std::collections::HashSet::with_capacity(writes.len());
-        for w in &writes {
-            check_key(kind, &w.id)?;
-            self.limits.check_document(w.value.len())?;
-            if !ids.insert(w.id.as_str()) {
-                return Err(Error::invalid(format!(
-                    "state id {:?} appears twice in one batch",
-                    w.id
-                )));
-            }
-        }
+        check_state_batch(&self.limits, kind, &writes)?;
         let mut inner = self.lock()?;
         // Decide every write first, then apply: one failed check leaves everything as it was.
         let mut planned: HashMap<&str, u64> = HashMap::new();
@@ -134,7 +118,7 @@ impl StateStore for MemoryBackend {
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", kind = %kind, id = %id, expected = ?expected))]
     async fn delete(&self, kind: &str, id: &str, expected: Option<u64>) -> Result<()> {
         self.begin()?;
-        check_key(kind, id)?;
+        validate_state_key(kind, id)?;
         let mut inner = self.lock()?;
         let Some(entries) = inner.states.get_mut(kind) else {
             return match expected {

@@ -3,18 +3,13 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use cqrs_core::{
-    validate_name, Conditional, Error, Result, StateExpectation, StateStore, StateWrite, Versioned,
+    check_state_batch, validate_name, validate_state_key, Conditional, Error, Result, StateExpectation,
+    StateStore, StateWrite, Versioned,
 };
 use sqlx::{PgConnection, Row};
 
 use crate::backend::{count_i64, to_u64};
 use crate::{error, PgBackend};
-
-/// Validates a kind and an entry id like stream ids.
-fn check_key(kind: &str, id: &str) -> Result<()> {
-    validate_name("state kind", kind)?;
-    validate_name("state id", id)
-}
 
 impl PgBackend {
     /// Writes one entry on `conn` if `expected` holds; returns the new version.
@@ -103,7 +98,7 @@ impl StateStore for PgBackend {
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "postgres", kind = %kind, id = %id))]
     async fn get(&self, kind: &str, id: &str) -> Result<Option<Versioned<Bytes>>> {
         self.begin()?;
-        check_key(kind, id)?;
+        validate_state_key(kind, id)?;
         self.get_entry(kind, id).await
     }
 
@@ -115,7 +110,7 @@ impl StateStore for PgBackend {
         known_version: u64,
     ) -> Result<Conditional<Versioned<Bytes>>> {
         self.begin()?;
-        check_key(kind, id)?;
+        validate_state_key(kind, id)?;
         self.trip();
         let row = sqlx::query(&self.sql(
             "SELECT version, CASE WHEN version = $3 THEN NULL ELSE value END AS value
@@ -144,7 +139,7 @@ impl StateStore for PgBackend {
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "postgres", kind = %kind, id = %id, expected = ?expected))]
     async fn put(&self, kind: &str, id: &str, expected: StateExpectation, value: Bytes) -> Result<u64> {
         self.begin()?;
-        check_key(kind, id)?;
+        validate_state_key(kind, id)?;
         self.limits.check_document(value.len())?;
         let mut conn = self.conn().await?;
         self.put_on(&mut conn, kind, id, expected, &value).await
@@ -153,17 +148,7 @@ impl StateStore for PgBackend {
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "postgres", kind = %kind, writes = writes.len()))]
     async fn put_batch(&self, kind: &str, writes: Vec<StateWrite>) -> Result<Vec<u64>> {
         self.begin()?;
-        let mut ids = std::collections::HashSet::with_capacity(writes.len());
-        for w in &writes {
-            check_key(kind, &w.id)?;
-            self.limits.check_document(w.value.len())?;
-            if !ids.insert(w.id.as_str()) {
-                return Err(Error::invalid(format!(
-                    "state id {:?} appears twice in one batch",
-                    w.id
-                )));
-            }
-        }
+        check_state_batch(&self.limits, kind, &writes)?;
         if writes.is_empty() {
             return Ok(Vec::new());
         }
@@ -180,7 +165,7 @@ impl StateStore for PgBackend {
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "postgres", kind = %kind, id = %id, expected = ?expected))]
     async fn delete(&self, kind: &str, id: &str, expected: Option<u64>) -> Result<()> {
         self.begin()?;
-        check_key(kind, id)?;
+        validate_state_key(kind, id)?;
         let mut conn = self.conn().await?;
         self.trip();
         let deleted = sqlx::query(&self.sql(

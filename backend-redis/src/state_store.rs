@@ -4,7 +4,8 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use cqrs_core::{
-    validate_name, Conditional, Error, Result, StateExpectation, StateStore, StateWrite, Versioned,
+    check_state_batch, validate_name, validate_state_key, Conditional, Error, Result, StateExpectation,
+    StateStore, StateWrite, Versioned,
 };
 
 use crate::conn::reply;
@@ -15,11 +16,6 @@ use crate::{scripts, RedisBackend};
 const VERSIONS: &str = "kv";
 const VALUES: &str = "kd";
 const IDS: &str = "kl";
-
-fn check_key(kind: &str, id: &str) -> Result<()> {
-    validate_name("state kind", kind)?;
-    validate_name("state id", id)
-}
 
 fn parse_entry(bytes: Vec<u8>) -> Result<Versioned<Bytes>> {
     let at = bytes
@@ -93,7 +89,7 @@ impl StateStore for RedisBackend {
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "redis", kind = %kind, id = %id))]
     async fn get(&self, kind: &str, id: &str) -> Result<Option<Versioned<Bytes>>> {
         let _call = self.begin()?;
-        check_key(kind, id)?;
+        validate_state_key(kind, id)?;
         self.get_state(kind, id).await
     }
 
@@ -105,7 +101,7 @@ impl StateStore for RedisBackend {
         known_version: u64,
     ) -> Result<Conditional<Versioned<Bytes>>> {
         let _call = self.begin()?;
-        check_key(kind, id)?;
+        validate_state_key(kind, id)?;
         Ok(match self.get_state(kind, id).await? {
             Some(e) if e.version == known_version => Conditional::NotModified,
             other => Conditional::Changed(other),
@@ -115,7 +111,7 @@ impl StateStore for RedisBackend {
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "redis", kind = %kind, id = %id, expected = ?expected))]
     async fn put(&self, kind: &str, id: &str, expected: StateExpectation, value: Bytes) -> Result<u64> {
         let _call = self.begin()?;
-        check_key(kind, id)?;
+        validate_state_key(kind, id)?;
         self.limits.check_document(value.len())?;
         let write = StateWrite {
             id: id.to_owned(),
@@ -132,24 +128,14 @@ impl StateStore for RedisBackend {
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "redis", kind = %kind, writes = writes.len()))]
     async fn put_batch(&self, kind: &str, writes: Vec<StateWrite>) -> Result<Vec<u64>> {
         let _call = self.begin()?;
-        let mut ids = std::collections::HashSet::with_capacity(writes.len());
-        for w in &writes {
-            check_key(kind, &w.id)?;
-            self.limits.check_document(w.value.len())?;
-            if !ids.insert(w.id.as_str()) {
-                return Err(Error::invalid(format!(
-                    "state id {:?} appears twice in one batch",
-                    w.id
-                )));
-            }
-        }
+        check_state_batch(&self.limits, kind, &writes)?;
         self.put_states(kind, &writes).await
     }
 
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "redis", kind = %kind, id = %id, expected = ?expected))]
     async fn delete(&self, kind: &str, id: &str, expected: Option<u64>) -> Result<()> {
         let _call = self.begin()?;
-        check_key(kind, id)?;
+        validate_state_key(kind, id)?;
         let [versions, values, ids] = self.state_keys(kind);
         let answer = self
             .conn

@@ -17,7 +17,9 @@ pub use checkpoint_store::{CheckpointStore, Lease};
 pub use event_store::{is_last_page, EventStore, EventStoreExt, StreamPage};
 pub use read_store::{CheckpointUpdate, QueryPage, ReadStore};
 pub use snapshot_store::{Snapshot, SnapshotKey, SnapshotStore};
-pub use state_store::{Conditional, StateExpectation, StateStore, StateWrite, Versioned};
+pub use state_store::{
+    check_state_batch, validate_state_key, Conditional, StateExpectation, StateStore, StateWrite, Versioned,
+};
 
 /// Every store of one backend, as trait objects sharing that backend's connection.
 #[derive(Debug, Clone)]

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::Result;
+use crate::{validate_name, Error, Limits, Result};
 
 /// A value with the version it was stored at (1 for the first write).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,4 +94,33 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// Backend errors only.
     async fn list(&self, kind: &str, after: Option<&str>, limit: usize) -> Result<Vec<(String, u64)>>;
+}
+
+/// Checks a state entry's key: kind and id follow the stream-id rules.
+///
+/// # Errors
+/// [`Error::InvalidInput`] naming which part is wrong.
+pub fn validate_state_key(kind: &str, id: &str) -> Result<()> {
+    validate_name("state kind", kind)?;
+    validate_name("state id", id)
+}
+
+/// Checks a [`StateStore::put_batch`] before any I/O: every key, every value's size, and no
+/// id twice (every backend answers a doubled id the same way, and SQL upserts could not).
+///
+/// # Errors
+/// [`Error::InvalidInput`], [`Error::TooLarge`].
+pub fn check_state_batch(limits: &Limits, kind: &str, writes: &[StateWrite]) -> Result<()> {
+    let mut ids = std::collections::HashSet::with_capacity(writes.len());
+    for w in writes {
+        validate_state_key(kind, &w.id)?;
+        limits.check_document(w.value.len())?;
+        if !ids.insert(w.id.as_str()) {
+            return Err(Error::invalid(format!(
+                "state id {:?} appears twice in one batch",
+                w.id
+            )));
+        }
+    }
+    Ok(())
 }
