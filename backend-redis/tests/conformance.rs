@@ -95,7 +95,11 @@ fn cluster_url() -> std::result::Result<String, String> {
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/redis-cluster");
     let lock = std::env::temp_dir().join("cqrs-redis-cluster.lock");
+    // `-o`: the lock's descriptor is closed before the script runs, so the redis-server
+    // daemons it starts do not inherit it (they would hold the lock for as long as they run,
+    // and the next test process would wait for ever).
     let out = std::process::Command::new("flock")
+        .arg("-o")
         .arg(&lock)
         .arg(script)
         .arg("start")
