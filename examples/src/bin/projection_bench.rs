@@ -141,16 +141,17 @@ async fn measure(
         .await?;
     runner.stop().await?;
     lags.sort_unstable();
-    let pick = |q: f64| {
-        lags.get(((lags.len() as f64 - 1.0) * q) as usize)
+    // Nearest-rank percentile on the sorted samples, in integer arithmetic.
+    let pick = |percent: usize| {
+        lags.get(lags.len().saturating_sub(1) * percent / 100)
             .copied()
             .unwrap_or(0)
     };
     Ok(Row {
         backend,
         applied_per_s,
-        lag_p50: pick(0.5),
-        lag_p99: pick(0.99),
+        lag_p50: pick(50),
+        lag_p99: pick(99),
         lag_max: lags.last().copied().unwrap_or(0),
     })
 }
