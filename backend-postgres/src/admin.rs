@@ -14,7 +14,11 @@ use crate::PgBackend;
 
 impl PgBackend {
     /// Takes the stream's append lock and reads its row: state and last stored version.
-    async fn lock_stream(&self, conn: &mut PgConnection, stream: &StreamId) -> Result<(StreamState, bool)> {
+    pub(crate) async fn lock_stream(
+        &self,
+        conn: &mut PgConnection,
+        stream: &StreamId,
+    ) -> Result<(StreamState, bool)> {
         self.trip();
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
             .bind(stream.as_str())

@@ -166,27 +166,7 @@ impl PgBackend {
         mode: DeleteMode,
     ) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(error::not_sent)?;
-        self.trip();
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(stream.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(error::sent)?;
-        self.trip();
-        let row = sqlx::query(
-            &self.sql("SELECT state, version FROM __SCHEMA__.streams WHERE stream_id = $1 FOR UPDATE"),
-        )
-        .bind(stream.as_str())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(error::sent)?;
-        let state = match &row {
-            None => StreamState::Missing,
-            Some(row) => stream_state(
-                Some(row.try_get("state").map_err(error::sent)?),
-                row.try_get("version").map_err(error::sent)?,
-            )?,
-        };
+        let (state, _) = self.lock_stream(&mut tx, stream).await?;
         if state == StreamState::Tombstoned {
             return Err(Error::StreamDeleted {
                 stream: stream.clone(),
