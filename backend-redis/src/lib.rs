@@ -35,6 +35,7 @@
 
 mod admin;
 mod backend;
+mod bus;
 mod checkpoint_store;
 mod conn;
 mod error;
@@ -48,6 +49,7 @@ mod snapshot_store;
 mod state_store;
 
 pub use backend::{connect, RedisBackend};
+pub use bus::{RedisBus, RedisBusOptions};
 
 /// The README's examples, compiled as doctests.
 #[cfg(doctest)]
