@@ -42,6 +42,7 @@ pub struct ReadmeDoctests;
 
 mod admin;
 mod backend;
+mod bus;
 mod checkpoint_store;
 mod error;
 mod event_store;
@@ -55,6 +56,7 @@ mod state_store;
 pub mod testing;
 
 pub use backend::PgBackend;
+pub use bus::{PgBus, PgBusOptions};
 
 use cqrs_core::{Error, Result, Stores};
 
