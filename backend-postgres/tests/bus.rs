@@ -64,3 +64,71 @@ impl BusHarness for PgBusHarness {
 }
 
 conformance::bus_suite!(postgres_bus, PgBusHarness::fresh);
+
+/// Holds the xmin horizon (a publisher's transaction stays open while another commits), so
+/// it is named `fault_*`: `.config/nextest.toml` runs it alone.
+///
+/// A message published inside a caller's transaction is delivered only once that
+/// transaction commits; a later publisher's message that committed first waits behind it
+/// (never skipped, never delivered past the open transaction); a rolled-back publish is
+/// never delivered.
+#[tokio::test(flavor = "multi_thread")]
+async fn fault_bus_in_flight_publisher_is_not_skipped() -> std::result::Result<(), BoxError> {
+    use std::time::Duration;
+
+    use conformance::bus::{messages, Probe};
+    use cqrs_core::bus::SubscriptionSpec;
+
+    let ns = Namespace::for_test(concat!(
+        module_path!(),
+        "::fault_bus_in_flight_publisher_is_not_skipped"
+    ));
+    common::drop_schema(ns.as_str()).await?;
+    let h = PgBusHarness::fresh(ns).await?;
+    let (topic, group) = (h.ns.name("topic"), h.ns.name("group"));
+    let probe = Probe::ok();
+    let sub = h
+        .bus
+        .subscribe(SubscriptionSpec::new(&topic, &group), probe.clone())
+        .await?;
+
+    let held = messages("k", 1);
+    let later = messages("k", 1);
+    let dropped = messages("other", 1);
+    let mut tx = h.backend.pool().begin().await?;
+    h.pg.publish_in(&mut tx, &topic, held.clone()).await?;
+    h.bus.publish(&topic, later.clone()).await?;
+    let mut rolled_back = h.backend.pool().begin().await?;
+    h.pg.publish_in(&mut rolled_back, &topic, dropped.clone()).await?;
+    rolled_back.rollback().await?;
+    // Nothing may arrive while the first publisher's transaction is open: the later
+    // message sits above the horizon. (A bounded wait for something that must not happen.)
+    let early = tokio::time::timeout(
+        Duration::from_millis(600),
+        probe.wait_until(Duration::from_secs(1), "a delivery", |calls, _| !calls.is_empty()),
+    )
+    .await;
+    assert!(
+        early.is_err(),
+        "delivered past an open transaction: {:?}",
+        probe.calls()
+    );
+    tx.commit().await?;
+    h.pg.wake();
+    probe
+        .wait_acked(2, Duration::from_secs(20))
+        .await
+        .map_err(|f| f.0)?;
+    let order: Vec<_> = probe.acked().iter().map(|d| d.message.id).collect();
+    assert_eq!(
+        order,
+        vec![held[0].id, later[0].id],
+        "delivery order (the held transaction's row first)"
+    );
+    sub.stop().await?;
+    assert!(probe
+        .calls()
+        .iter()
+        .all(|c| c.delivery.message.id != dropped[0].id));
+    h.teardown().await
+}
