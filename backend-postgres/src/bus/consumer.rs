@@ -490,11 +490,7 @@ impl Consumer {
             if let Some(part) = w.parts.get_mut(p).filter(|x| x.epoch == *epoch) {
                 part.more = got.get(p).copied().unwrap_or(0) >= *room;
                 // Rows loaded already settled (done marks) leave the window at once.
-                while part.entries.front().is_some_and(|e| e.done) {
-                    if let Some(e) = part.entries.pop_front() {
-                        part.done_to = part.done_to.max(e.pos);
-                    }
-                }
+                part.pop_done();
             }
         }
         let opened = !w.open;

@@ -106,7 +106,8 @@ impl Part {
         self.entries.iter().any(|e| e.in_flight)
     }
 
-    fn pop_done(&mut self) {
+    /// Drops settled rows from the front, moving the end of the settled prefix.
+    pub(super) fn pop_done(&mut self) {
         while self.entries.front().is_some_and(|e| e.done) {
             if let Some(e) = self.entries.pop_front() {
                 self.done_to = self.done_to.max(e.pos);
