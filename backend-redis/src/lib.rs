@@ -35,6 +35,7 @@
 
 mod admin;
 mod backend;
+pub mod bus;
 mod checkpoint_store;
 mod conn;
 mod error;
