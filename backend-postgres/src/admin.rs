@@ -8,7 +8,7 @@ use cqrs_core::{
 };
 use sqlx::{PgConnection, Row};
 
-use crate::backend::{clamp_i64, count_i64, cut_bytes, event_from_row, stream_state, to_u64};
+use crate::backend::{clamp_i64, count_i64, cut_bytes, events_from_rows, stream_state, to_u64};
 use crate::error::{self, Sent};
 use crate::PgBackend;
 
@@ -115,7 +115,7 @@ impl Admin for PgBackend {
             .fetch_all(&self.pool)
             .await
             .map_err(error::sent)?;
-        let events = rows.iter().map(event_from_row).collect::<Result<Vec<_>>>()?;
+        let events = events_from_rows(&rows, None)?;
         Ok(cut_bytes(events, self.limits.max_read_bytes))
     }
 

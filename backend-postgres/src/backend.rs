@@ -12,7 +12,7 @@ use cqrs_core::{
     Capabilities, ContentEncoding, ContentType, Error, EventData, EventId, Limits, Metadata, Position,
     RecordedEvent, Result, StoreIdentity, Stores, StreamId, StreamState, Timestamp,
 };
-use sqlx::{pool::PoolConnection, postgres::PgRow, PgPool, Postgres, Row};
+use sqlx::{pool::PoolConnection, postgres::PgRow, Column, PgPool, Postgres, Row, TypeInfo};
 
 use crate::{error, schema::SchemaName, PgStoreOptions};
 
@@ -181,43 +181,101 @@ pub(crate) fn stream_state(state: Option<i16>, version: i64) -> Result<StreamSta
     })
 }
 
-/// Reads the event columns every event query selects.
-pub(crate) fn event_from_row(row: &PgRow) -> Result<RecordedEvent> {
-    event_of_stream(row, None)
+/// Where the event columns are in a result set, found once per page: looking each column up
+/// by name and re-checking its type on every row was half the client time of a 10,000-event
+/// load. The types are checked here, once, so rows can be read without the per-row check.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EventColumns {
+    stream_id: usize,
+    version: usize,
+    tx: usize,
+    seq: usize,
+    event_id: usize,
+    event_type: usize,
+    schema_version: usize,
+    content_type: usize,
+    content_encoding: usize,
+    metadata: usize,
+    payload: usize,
+    recorded_ms: usize,
 }
 
-/// Reads an event row; `known` is the stream when the query was for one (saves re-validating
-/// its id on every row).
-pub(crate) fn event_of_stream(row: &PgRow, known: Option<&StreamId>) -> Result<RecordedEvent> {
-    let get = |e: sqlx::Error| Error::corrupt(format!("event row: {e}"));
-    let stream_id = match known {
-        Some(s) => s.clone(),
-        None => {
-            let stream: String = row.try_get("stream_id").map_err(get)?;
-            StreamId::new(stream).map_err(|e| Error::corrupt(format!("stored stream id: {e}")))?
-        }
+impl EventColumns {
+    /// The columns of `row`'s result set.
+    pub(crate) fn of(row: &PgRow) -> Result<Self> {
+        let at = |name, ty| column_at(row, name, ty);
+        Ok(EventColumns {
+            stream_id: at("stream_id", "TEXT")?,
+            version: at("version", "INT8")?,
+            tx: at("tx", "INT8")?,
+            seq: at("seq", "INT8")?,
+            event_id: at("event_id", "UUID")?,
+            event_type: at("event_type", "TEXT")?,
+            schema_version: at("schema_version", "INT8")?,
+            content_type: at("content_type", "TEXT")?,
+            content_encoding: at("content_encoding", "TEXT")?,
+            metadata: at("metadata", "TEXT")?,
+            payload: at("payload", "BYTEA")?,
+            recorded_ms: at("recorded_ms", "INT8")?,
+        })
+    }
+
+    /// Reads an event row; `known` is the stream when the query was for one (saves
+    /// re-validating its id on every row).
+    pub(crate) fn event(&self, row: &PgRow, known: Option<&StreamId>) -> Result<RecordedEvent> {
+        let get = |e: sqlx::Error| Error::corrupt(format!("event row: {e}"));
+        let stream_id = match known {
+            Some(s) => s.clone(),
+            None => {
+                let stream: String = row.try_get_unchecked(self.stream_id).map_err(get)?;
+                StreamId::new(stream).map_err(|e| Error::corrupt(format!("stored stream id: {e}")))?
+            }
+        };
+        let metadata: &str = row.try_get_unchecked(self.metadata).map_err(get)?;
+        let content_type: &str = row.try_get_unchecked(self.content_type).map_err(get)?;
+        let content_encoding: &str = row.try_get_unchecked(self.content_encoding).map_err(get)?;
+        let schema_version: i64 = row.try_get_unchecked(self.schema_version).map_err(get)?;
+        let payload: Vec<u8> = row.try_get_unchecked(self.payload).map_err(get)?;
+        let tx: i64 = row.try_get_unchecked(self.tx).map_err(get)?;
+        let seq: i64 = row.try_get_unchecked(self.seq).map_err(get)?;
+        Ok(RecordedEvent {
+            stream_id,
+            version: to_u64(row.try_get_unchecked(self.version).map_err(get)?)?,
+            position: position(tx, seq)?,
+            recorded_at: Timestamp::from_millis(row.try_get_unchecked(self.recorded_ms).map_err(get)?),
+            data: EventData {
+                event_id: EventId::from_uuid(row.try_get_unchecked(self.event_id).map_err(get)?),
+                event_type: row.try_get_unchecked(self.event_type).map_err(get)?,
+                schema_version: u32::try_from(schema_version)
+                    .map_err(|_| Error::corrupt(format!("schema version {schema_version}")))?,
+                payload: payload.into(),
+                content_type: content_type.parse::<ContentType>()?,
+                content_encoding: content_encoding.parse::<ContentEncoding>()?,
+                metadata: Metadata::from_json(metadata)?,
+            },
+        })
+    }
+}
+
+/// The ordinal of column `name` in `row`'s result set, checked to be of type `ty`.
+pub(crate) fn column_at(row: &PgRow, name: &str, ty: &str) -> Result<usize> {
+    let column = row
+        .try_column(name)
+        .map_err(|e| Error::corrupt(format!("result row: {e}")))?;
+    let found = column.type_info().name();
+    if found != ty {
+        return Err(Error::corrupt(format!("column {name} is {found}, expected {ty}")));
+    }
+    Ok(column.ordinal())
+}
+
+/// Reads every row of `rows` as an event (columns found once).
+pub(crate) fn events_from_rows(rows: &[PgRow], known: Option<&StreamId>) -> Result<Vec<RecordedEvent>> {
+    let Some(first) = rows.first() else {
+        return Ok(Vec::new());
     };
-    let metadata: String = row.try_get("metadata").map_err(get)?;
-    let content_type: String = row.try_get("content_type").map_err(get)?;
-    let content_encoding: String = row.try_get("content_encoding").map_err(get)?;
-    let schema_version: i64 = row.try_get("schema_version").map_err(get)?;
-    let payload: Vec<u8> = row.try_get("payload").map_err(get)?;
-    Ok(RecordedEvent {
-        stream_id,
-        version: to_u64(row.try_get("version").map_err(get)?)?,
-        position: position(row.try_get("tx").map_err(get)?, row.try_get("seq").map_err(get)?)?,
-        recorded_at: Timestamp::from_millis(row.try_get("recorded_ms").map_err(get)?),
-        data: EventData {
-            event_id: EventId::from_uuid(row.try_get("event_id").map_err(get)?),
-            event_type: row.try_get("event_type").map_err(get)?,
-            schema_version: u32::try_from(schema_version)
-                .map_err(|_| Error::corrupt(format!("schema version {schema_version}")))?,
-            payload: payload.into(),
-            content_type: content_type.parse::<ContentType>()?,
-            content_encoding: content_encoding.parse::<ContentEncoding>()?,
-            metadata: Metadata::from_json(&metadata)?,
-        },
-    })
+    let columns = EventColumns::of(first)?;
+    rows.iter().map(|row| columns.event(row, known)).collect()
 }
 
 /// Takes events in order until `max_bytes` (at least one event).

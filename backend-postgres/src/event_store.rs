@@ -7,7 +7,7 @@ use cqrs_core::{
 };
 use sqlx::{postgres::PgRow, Row};
 
-use crate::backend::{clamp_i64, count_i64, cut_bytes, event_of_stream, position, stream_state, to_u64};
+use crate::backend::{clamp_i64, count_i64, cut_bytes, events_from_rows, position, stream_state, to_u64};
 use crate::error::{self, Sent};
 use crate::PgBackend;
 
@@ -120,9 +120,9 @@ impl PgBackend {
             .fetch_all(&self.pool)
             .await
             .map_err(error::sent)?;
-        let mut events = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let state: i16 = row
+        // A tombstone is one row of state 3; it comes alone (the stream has no live events).
+        if let Some(first) = rows.first() {
+            let state: i16 = first
                 .try_get("state")
                 .map_err(|e| Error::corrupt(format!("stream row: {e}")))?;
             if state == 3 {
@@ -130,8 +130,8 @@ impl PgBackend {
                     stream: stream.clone(),
                 });
             }
-            events.push(event_of_stream(row, Some(stream))?);
         }
+        let mut events = events_from_rows(&rows, Some(stream))?;
         // The statement orders its page; sorting here keeps that true whatever plan runs.
         if backward {
             events.sort_by_key(|e| std::cmp::Reverse(e.version));

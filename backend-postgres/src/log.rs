@@ -2,9 +2,9 @@
 //! statement.
 
 use cqrs_core::{Batch, Checkpoint, Error, EventFilter, Result};
-use sqlx::Row;
+use sqlx::{postgres::PgRow, Row};
 
-use crate::backend::{count_i64, event_from_row, position, PARTITION};
+use crate::backend::{column_at, count_i64, position, EventColumns, PARTITION};
 use crate::{error, PgBackend};
 
 /// How many rows one filtered `read_all` scans at most (an unfiltered one scans `max`).
@@ -59,19 +59,26 @@ impl PgBackend {
         let mut bytes = 0usize;
         let mut consumed = 0usize;
         let mut scanned = 0i64;
-        for row in &rows {
-            let get = |e: sqlx::Error| Error::corrupt(format!("log row: {e}"));
-            scanned = row.try_get("scanned").map_err(get)?;
+        let get = |e: sqlx::Error| Error::corrupt(format!("log row: {e}"));
+        let columns = match rows.first() {
+            Some(first) => Some(LogColumns::of(first)?),
+            None => None,
+        };
+        for (row, c) in rows.iter().zip(std::iter::repeat(columns).flatten()) {
+            scanned = row.try_get_unchecked(c.scanned).map_err(get)?;
             if consumed == 0 {
-                let lag: i64 = row.try_get("lag").map_err(get)?;
+                let lag: i64 = row.try_get_unchecked(c.lag).map_err(get)?;
                 metrics::gauge!(LAG_GAUGE, "schema" => self.schema.as_str().to_owned()).set(lag as f64);
             }
-            let at = position(row.try_get("tx").map_err(get)?, row.try_get("seq").map_err(get)?)?;
-            if row.try_get::<bool, _>("hit").map_err(get)? {
+            let at = position(
+                row.try_get_unchecked(c.tx).map_err(get)?,
+                row.try_get_unchecked(c.seq).map_err(get)?,
+            )?;
+            if row.try_get_unchecked::<bool, _>(c.hit).map_err(get)? {
                 if events.len() >= max {
                     break;
                 }
-                let event = event_from_row(row)?;
+                let event = c.event.event(row, None)?;
                 let len = event.data.encoded_len();
                 if !events.is_empty() && bytes.saturating_add(len) > self.limits.max_read_bytes {
                     break;
@@ -110,5 +117,30 @@ impl PgBackend {
             return Err(Error::DataLoss { partition: PARTITION });
         }
         Ok(())
+    }
+}
+
+/// Where the log page's own columns are, found once per page (see [`EventColumns`]).
+#[derive(Debug, Clone, Copy)]
+struct LogColumns {
+    scanned: usize,
+    lag: usize,
+    tx: usize,
+    seq: usize,
+    hit: usize,
+    event: EventColumns,
+}
+
+impl LogColumns {
+    fn of(row: &PgRow) -> Result<Self> {
+        let at = |name, ty| column_at(row, name, ty);
+        Ok(LogColumns {
+            scanned: at("scanned", "INT8")?,
+            lag: at("lag", "INT8")?,
+            tx: at("tx", "INT8")?,
+            seq: at("seq", "INT8")?,
+            hit: at("hit", "BOOL")?,
+            event: EventColumns::of(row)?,
+        })
     }
 }

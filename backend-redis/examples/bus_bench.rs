@@ -17,10 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use backend_redis::{
-    bus::{FifoOptions, FifoQueue, RedisPubSubBus},
-    RedisStoreOptions,
-};
+use backend_redis::{FifoOptions, FifoQueue, RedisPubSubBus, RedisStoreOptions};
 use cqrs_core::{
     bus::{handler_fn, Delivery, EventBus, Message, SubscriptionSpec},
     ContentType,

@@ -35,7 +35,7 @@
 
 mod admin;
 mod backend;
-pub mod bus;
+mod bus;
 mod checkpoint_store;
 mod conn;
 mod error;
@@ -49,6 +49,9 @@ mod snapshot_store;
 mod state_store;
 
 pub use backend::{connect, RedisBackend};
+pub use bus::{
+    Dequeued, Enqueued, FifoOptions, FifoQueue, PubSubOptions, RedisBus, RedisBusOptions, RedisPubSubBus,
+};
 
 /// The README's examples, compiled as doctests.
 #[cfg(doctest)]

@@ -4,7 +4,7 @@
 //!
 //! `cargo nextest run -p backend-redis -E 'binary(fifo)'`
 
-mod support;
+mod common;
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -12,10 +12,7 @@ use std::{
     time::Duration,
 };
 
-use backend_redis::{
-    bus::{Enqueued, FifoOptions, FifoQueue},
-    RedisStoreOptions,
-};
+use backend_redis::{Enqueued, FifoOptions, FifoQueue, RedisStoreOptions};
 use conformance::Namespace;
 use cqrs_core::{Error, Limits, ManualClock, Timestamp};
 
@@ -357,5 +354,5 @@ macro_rules! fifo_tests {
     };
 }
 
-fifo_tests!(single, Ok::<String, String>(support::single_url()));
-fifo_tests!(cluster, support::cluster_url());
+fifo_tests!(single, common::single_url());
+fifo_tests!(cluster, common::cluster_url());

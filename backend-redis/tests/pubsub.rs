@@ -4,11 +4,11 @@
 //!
 //! `cargo nextest run -p backend-redis -E 'test(redis_pubsub::)'`
 
-mod support;
+mod common;
 
 use std::sync::Arc;
 
-use backend_redis::{bus::RedisPubSubBus, RedisStoreOptions};
+use backend_redis::{RedisPubSubBus, RedisStoreOptions};
 use conformance::{bus::BusStoresHarness, Namespace};
 use cqrs_core::{bus::EventBus, BoxError};
 
@@ -22,8 +22,8 @@ async fn harness(ns: Namespace, url: Result<String, String>) -> Result<BusStores
     Ok(BusStoresHarness::new(ns, bus))
 }
 
-conformance::bus_suite!(redis_pubsub, |ns| harness(ns, Ok(support::single_url())));
-conformance::bus_suite!(redis_pubsub_cluster, |ns| harness(ns, support::cluster_url()));
+conformance::bus_suite!(redis_pubsub, |ns| harness(ns, common::single_url()));
+conformance::bus_suite!(redis_pubsub_cluster, |ns| harness(ns, common::cluster_url()));
 
 /// What the suite cannot see on an at-most-once transport: real metrics and health, the
 /// unsupported calls, undecodable frames, prefixes keeping buses apart, duplicate consumer
@@ -51,7 +51,7 @@ mod redis_pubsub_transport {
     }
 
     async fn subscribers(channel: &str) -> Result<u64, BoxError> {
-        let client = redis::Client::open(support::single_url())?;
+        let client = redis::Client::open(common::single_url()?)?;
         let mut conn = client.get_multiplexed_async_connection().await?;
         let (_, n): (String, u64) = redis::cmd("PUBSUB")
             .arg("NUMSUB")
@@ -61,8 +61,9 @@ mod redis_pubsub_transport {
         Ok(n)
     }
 
-    async fn bus(prefix: &str) -> Result<RedisPubSubBus, Error> {
-        RedisPubSubBus::connect(RedisStoreOptions::new(support::single_url()).prefix(prefix)).await
+    async fn bus(prefix: &str) -> Result<RedisPubSubBus, BoxError> {
+        let options = RedisStoreOptions::new(common::single_url()?).prefix(prefix);
+        Ok(RedisPubSubBus::connect(options).await?)
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -138,7 +139,7 @@ mod redis_pubsub_transport {
         let sub = bus
             .subscribe(SubscriptionSpec::new("raw", "g"), probe.clone())
             .await?;
-        let client = redis::Client::open(support::single_url())?;
+        let client = redis::Client::open(common::single_url()?)?;
         let mut conn = client.get_multiplexed_async_connection().await?;
         let channel = format!("{}:pubsub:raw", ns.as_str());
         let receivers: u64 = redis::cmd("PUBLISH")

@@ -177,6 +177,10 @@ impl Metadata {
     /// # Errors
     /// [`Error::Corrupt`] if the text is not metadata JSON.
     pub fn from_json(s: &str) -> Result<Self> {
+        // Most events carry no metadata; skip the parser for them.
+        if s == "{}" {
+            return Ok(Metadata::default());
+        }
         serde_json::from_str(s).map_err(|e| Error::corrupt(format!("event metadata: {e}")))
     }
 }

@@ -38,7 +38,7 @@ static SWEEP: LazyLock<Script> = script!("fifo_sweep.lua");
 ///
 /// ```
 /// use std::time::Duration;
-/// use backend_redis::bus::FifoOptions;
+/// use backend_redis::FifoOptions;
 /// let options = FifoOptions::new().entry_ttl(Duration::from_secs(600));
 /// assert_eq!(options.ttl(), Duration::from_secs(600));
 /// ```
@@ -151,7 +151,7 @@ pub struct Dequeued {
 ///
 /// ```no_run
 /// # async fn demo() -> cqrs_core::Result<()> {
-/// use backend_redis::{bus::{Enqueued, FifoOptions, FifoQueue}, RedisStoreOptions};
+/// use backend_redis::{Enqueued, FifoOptions, FifoQueue, RedisStoreOptions};
 ///
 /// let rooms = FifoQueue::connect(RedisStoreOptions::from_env().prefix("shop"), FifoOptions::new()).await?;
 /// let joined = rooms.enqueue("concert-7", "visitor-42", "{}").await?;

@@ -37,7 +37,7 @@ use crate::{conn::Conn, RedisStoreOptions};
 /// Tuning of a [`RedisPubSubBus`]. Setters take and return `Self`.
 ///
 /// ```
-/// use backend_redis::bus::PubSubOptions;
+/// use backend_redis::PubSubOptions;
 /// let options = PubSubOptions::new().buffer(1_000);
 /// assert_eq!(options.buffer_size(), 1_000);
 /// ```
@@ -104,7 +104,7 @@ impl Default for PubSubOptions {
 /// ```no_run
 /// # #[tokio::main(flavor = "multi_thread")] async fn main() -> cqrs_core::Result<()> {
 /// use std::sync::Arc;
-/// use backend_redis::{bus::RedisPubSubBus, RedisStoreOptions};
+/// use backend_redis::{RedisPubSubBus, RedisStoreOptions};
 /// use cqrs_core::{bus::{handler_fn, Delivery, EventBus, Message, SubscriptionSpec}, ContentType};
 ///
 /// let bus = RedisPubSubBus::connect(RedisStoreOptions::from_env().prefix("shop")).await?;
@@ -561,6 +561,14 @@ impl Worker {
         Timestamp::from_millis(i64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(i64::MAX))
     }
 
+    /// The time rounded up to the next millisecond: a breaker opened "now" then stays open
+    /// at least its full `open_for` (rounded down it could let a trial through up to 1 ms
+    /// early, since `try_acquire` compares with the rounded-down time).
+    fn now_ts_ceil(&self) -> Timestamp {
+        let ms = self.epoch.elapsed().as_micros().div_ceil(1000);
+        Timestamp::from_millis(i64::try_from(ms).unwrap_or(i64::MAX))
+    }
+
     fn breaker(&self) -> Option<MutexGuard<'_, Breaker>> {
         self.counters.breaker.as_ref().map(lock)
     }
@@ -649,7 +657,7 @@ impl Worker {
             c.failed.fetch_add(1, Ordering::SeqCst);
             c.note_error(e.to_string());
             if e.kind() != HandlerErrorKind::Undecodable {
-                let now = self.now_ts();
+                let now = self.now_ts_ceil();
                 if let Some(mut b) = self.breaker() {
                     b.on_failure(now);
                 }

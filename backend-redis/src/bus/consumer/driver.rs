@@ -1,0 +1,481 @@
+//! The driver task of a subscription: ownership of partitions, the windows of read
+//! entries, and which ready message is handled next.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use cqrs_core::{
+    bus::{DeadLetterReason, Priority, PriorityScheduler},
+    Result,
+};
+use redis::Value;
+use tokio::{sync::watch, task::JoinSet, time::Instant};
+
+use super::delivery::Settle;
+use super::{lock, Ctx};
+use crate::bus::codec::{self, entry_id, Body, Entry};
+use crate::bus::scripts;
+use crate::conn::reply;
+
+/// How a job ended, for the driver's window.
+pub(super) enum Outcome {
+    /// Settled: the entry leaves the window.
+    Done,
+    /// Failed, retried at this time.
+    Retry(Instant),
+    /// The partition's lease is gone: drop the partition.
+    Lost,
+    /// A transport error: try the entry again later.
+    Failed,
+}
+
+struct JobDone {
+    p: u32,
+    id: (u64, u64),
+    outcome: Outcome,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotState {
+    Ready,
+    Due(Instant),
+    Busy,
+}
+
+struct Slot {
+    entry: Entry,
+    state: SlotState,
+}
+
+/// An owned partition.
+struct Part {
+    /// While taking over pending entries: the XAUTOCLAIM cursor.
+    claiming: Option<String>,
+    window: BTreeMap<(u64, u64), Slot>,
+    in_flight: usize,
+    releasing: bool,
+    /// The last read filled the window: more may be waiting.
+    more: bool,
+}
+
+impl Part {
+    fn new() -> Self {
+        Part {
+            claiming: Some("0-0".to_owned()),
+            window: BTreeMap::new(),
+            in_flight: 0,
+            releasing: false,
+            more: false,
+        }
+    }
+}
+
+pub(super) struct Driver {
+    ctx: Arc<Ctx>,
+    owned: BTreeMap<u32, Part>,
+    jobs: JoinSet<JobDone>,
+    scheduler: PriorityScheduler,
+}
+
+impl Driver {
+    pub(super) fn new(ctx: Arc<Ctx>) -> Self {
+        let bypass = ctx.shared.options.priority_bypass;
+        Driver {
+            ctx,
+            owned: BTreeMap::new(),
+            jobs: JoinSet::new(),
+            scheduler: PriorityScheduler::new(bypass),
+        }
+    }
+
+    pub(super) async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<()> {
+        let ctx = self.ctx.clone();
+        let block = ctx.shared.options.block;
+        let mut next_maint = Instant::now();
+        let mut next_poll = Instant::now();
+        let mut read_now = true;
+        loop {
+            if *stop.borrow() || ctx.shared.check_open().is_err() {
+                break;
+            }
+            let published = ctx.shared.published.notified();
+            let rebalance = ctx.shared.rebalance.notified();
+            tokio::pin!(published, rebalance);
+            published.as_mut().enable();
+            rebalance.as_mut().enable();
+
+            let lost: Vec<u32> = std::mem::take(&mut *lock(&ctx.counters.lost));
+            for p in lost {
+                self.drop_part(p);
+            }
+            if Instant::now() >= next_maint {
+                if let Err(e) = self.maintain().await {
+                    ctx.counters.note_error(e);
+                }
+                next_maint = Instant::now() + ctx.beat();
+            }
+            if read_now || Instant::now() >= next_poll {
+                read_now = match self.read().await {
+                    Ok(n) => n > 0,
+                    Err(e) => {
+                        ctx.counters.note_error(e);
+                        false
+                    }
+                };
+                next_poll = Instant::now() + block;
+            }
+            let breaker_wait = self.dispatch();
+
+            let now = Instant::now();
+            let mut until = next_maint.min(next_poll);
+            if let Some(due) = self.next_due() {
+                until = until.min(due);
+            }
+            if let Some(w) = breaker_wait {
+                until = until.min(now + w);
+            }
+            tokio::select! {
+                Some(done) = self.jobs.join_next(), if !self.jobs.is_empty() => {
+                    if self.finish(done) {
+                        read_now = true;
+                    }
+                    if self.owned.values().any(|p| p.releasing && p.in_flight == 0) {
+                        next_maint = Instant::now();
+                    }
+                }
+                () = &mut published => read_now = true,
+                () = &mut rebalance => next_maint = Instant::now(),
+                () = ctx.wake.notified() => {}
+                () = tokio::time::sleep_until(until) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        self.shutdown().await
+    }
+
+    /// Graceful end: in-flight handlers get one ack timeout to finish (then are dropped,
+    /// their entries staying pending), leases are released and the consumer leaves, so
+    /// another consumer takes the partitions over at once.
+    async fn shutdown(mut self) -> Result<()> {
+        let deadline = Instant::now() + self.ctx.spec.ack_timeout_value();
+        while !self.jobs.is_empty() {
+            tokio::select! {
+                Some(done) = self.jobs.join_next() => { self.finish(done); }
+                () = tokio::time::sleep_until(deadline) => {
+                    self.jobs.abort_all();
+                    while self.jobs.join_next().await.is_some() {}
+                }
+            }
+        }
+        let owned: Vec<u32> = self.owned.keys().copied().collect();
+        self.owned.clear();
+        lock(&self.ctx.counters.owned).clear();
+        let released = self.ctx.lease("release", &owned).await;
+        let left = self.ctx.member("leave").await;
+        self.ctx.shared.rebalance.notify_waiters();
+        released?;
+        left?;
+        Ok(())
+    }
+
+    fn publish_owned(&self) {
+        *lock(&self.ctx.counters.owned) = self.owned.keys().copied().collect();
+    }
+
+    fn drop_part(&mut self, p: u32) {
+        if self.owned.remove(&p).is_some() {
+            self.publish_owned();
+        }
+    }
+
+    /// Heartbeats, computes this consumer's share of the partitions, releases idle ones it
+    /// should not own and acquires free ones it should.
+    async fn maintain(&mut self) -> Result<()> {
+        let ctx = self.ctx.clone();
+        let members = ctx.member("beat").await?.unwrap_or_default();
+        let n = u32::try_from(members.len()).unwrap_or(u32::MAX).max(1);
+        let me = members
+            .iter()
+            .position(|m| m == ctx.consumer())
+            .and_then(|i| u32::try_from(i).ok())
+            .unwrap_or(0);
+        let mine = |p: u32| p % n == me;
+        for (p, part) in &mut self.owned {
+            part.releasing = !mine(*p);
+        }
+        let idle: Vec<u32> = self
+            .owned
+            .iter()
+            .filter(|(_, part)| part.releasing && part.in_flight == 0)
+            .map(|(p, _)| *p)
+            .collect();
+        if !idle.is_empty() {
+            for p in &idle {
+                self.owned.remove(p);
+            }
+            self.publish_owned();
+            ctx.lease("release", &idle).await?;
+            ctx.shared.rebalance.notify_waiters();
+        }
+        let want: Vec<u32> = (0..ctx.shared.options.partitions)
+            .filter(|p| mine(*p) && !self.owned.contains_key(p))
+            .collect();
+        if !want.is_empty() {
+            for p in ctx.lease("acquire", &want).await? {
+                self.owned.insert(p, Part::new());
+            }
+            self.publish_owned();
+        }
+        Ok(())
+    }
+
+    /// Fills the windows: pending entries of newly acquired partitions first (in id
+    /// order), then new entries. Returns how many entries came in.
+    async fn read(&mut self) -> Result<usize> {
+        let ctx = self.ctx.clone();
+        let batch = ctx.shared.options.read_batch;
+        let mut got = 0;
+        let claiming: Vec<(u32, String, usize)> = self
+            .owned
+            .iter()
+            .filter(|(_, part)| !part.releasing && part.window.len() < batch)
+            .filter_map(|(p, part)| part.claiming.clone().map(|c| (*p, c, batch - part.window.len())))
+            .collect();
+        for (p, cursor, room) in claiming {
+            got += self.claim(p, &cursor, room).await?;
+        }
+        let reading: Vec<u32> = self
+            .owned
+            .iter()
+            .filter(|(_, part)| !part.releasing && part.claiming.is_none() && part.window.len() < batch)
+            .map(|(p, _)| *p)
+            .collect();
+        for chunk in ctx.shared.batches(&reading) {
+            let mut inv = scripts::READ.prepare_invoke();
+            for p in &chunk {
+                let keys = ctx.part(*p)?;
+                inv.key(keys.stream())
+                    .key(keys.lease(ctx.group()))
+                    .key(keys.attempts(ctx.group()));
+            }
+            inv.arg(ctx.group()).arg(ctx.consumer()).arg(&ctx.token);
+            for p in &chunk {
+                let len = self.owned.get(p).map_or(0, |part| part.window.len());
+                inv.arg(batch.saturating_sub(len).max(1));
+            }
+            let answer = reply::array(ctx.shared.conn.script(&inv).await?)?;
+            for (p, v) in chunk.iter().zip(answer) {
+                let (status, mut items) = reply::status(v)?;
+                if status != "ok" {
+                    self.drop_part(*p);
+                    continue;
+                }
+                let entries = reply::array(items.next().unwrap_or(Value::Nil))?;
+                ctx.counters.update_stats(*p, items.next());
+                let n = entries.len();
+                got += n;
+                if let Some(part) = self.owned.get_mut(p) {
+                    let room = batch.saturating_sub(part.window.len()).max(1);
+                    part.more = n >= room;
+                    for e in entries {
+                        let entry = codec::entry(e)?;
+                        if let Some(id) = entry_id(&entry.id) {
+                            part.window.insert(
+                                id,
+                                Slot {
+                                    entry,
+                                    state: SlotState::Ready,
+                                },
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        Ok(got)
+    }
+
+    /// Takes over one page of partition `p`'s pending entries.
+    async fn claim(&mut self, p: u32, cursor: &str, room: usize) -> Result<usize> {
+        let ctx = self.ctx.clone();
+        let keys = ctx.part(p)?;
+        let answer = ctx
+            .shared
+            .conn
+            .script(
+                scripts::CLAIM
+                    .key(keys.stream())
+                    .key(keys.lease(ctx.group()))
+                    .key(keys.attempts(ctx.group()))
+                    .key(keys.retry(ctx.group()))
+                    .arg(ctx.group())
+                    .arg(ctx.consumer())
+                    .arg(&ctx.token)
+                    .arg(cursor)
+                    .arg(room),
+            )
+            .await?;
+        let (status, mut items) = reply::status(answer)?;
+        if status != "ok" {
+            self.drop_part(p);
+            return Ok(0);
+        }
+        let next = reply::next_string(&mut items)?;
+        let entries = reply::array(items.next().unwrap_or(Value::Nil))?;
+        let dues = reply::array(items.next().unwrap_or(Value::Nil))?;
+        let server_now = reply::next_u64(&mut items)?;
+        ctx.counters.update_stats(p, items.next());
+        let now = Instant::now();
+        let n = entries.len();
+        let Some(part) = self.owned.get_mut(&p) else {
+            return Ok(0);
+        };
+        for (e, due) in entries.into_iter().zip(dues) {
+            let entry = codec::entry(e)?;
+            let state = match reply::opt_string(due)?.and_then(|d| d.parse::<u64>().ok()) {
+                Some(due) if due > server_now => {
+                    SlotState::Due(now + Duration::from_millis(due - server_now))
+                }
+                _ => SlotState::Ready,
+            };
+            if let Some(id) = entry_id(&entry.id) {
+                part.window.insert(id, Slot { entry, state });
+            }
+        }
+        part.claiming = (next != "0-0").then_some(next);
+        part.more = part.claiming.is_some();
+        Ok(n)
+    }
+
+    /// The earliest retry due in an owned window.
+    fn next_due(&self) -> Option<Instant> {
+        self.owned
+            .values()
+            .filter(|p| !p.releasing)
+            .flat_map(|p| p.window.values())
+            .filter_map(|s| match s.state {
+                SlotState::Due(t) => Some(t),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Starts jobs: undecodable entries go to the dead letter at once; then ready messages
+    /// (the oldest unsettled of each key) up to the concurrency, most urgent first. Returns
+    /// how long the circuit breaker keeps the handler closed off, if it does.
+    fn dispatch(&mut self) -> Option<Duration> {
+        let ctx = self.ctx.clone();
+        let now = Instant::now();
+        let mut undecodable = Vec::new();
+        for (p, part) in &mut self.owned {
+            if part.releasing {
+                continue;
+            }
+            for (id, slot) in &mut part.window {
+                if slot.state == SlotState::Ready {
+                    if let Body::Undecodable(why) = &slot.entry.body {
+                        slot.state = SlotState::Busy;
+                        part.in_flight += 1;
+                        undecodable.push((*p, *id, slot.entry.id.clone(), why.clone()));
+                    }
+                }
+            }
+        }
+        for (p, id, entry, why) in undecodable {
+            let c = ctx.clone();
+            self.jobs.spawn(async move {
+                let reason = DeadLetterReason::Undecodable { error: why };
+                let outcome = c.settle(p, &entry, Settle::Dead(reason, None)).await;
+                JobDone { p, id, outcome }
+            });
+        }
+        while self.jobs.len() < ctx.spec.concurrency_limit() {
+            let mut ready: Vec<(Priority, (u64, u64), u32)> = Vec::new();
+            for (p, part) in &self.owned {
+                if part.releasing {
+                    continue;
+                }
+                let mut seen: HashSet<&str> = HashSet::new();
+                for (id, slot) in &part.window {
+                    let Body::Message(m) = &slot.entry.body else {
+                        continue;
+                    };
+                    if !seen.insert(m.key.as_str()) {
+                        continue;
+                    }
+                    match slot.state {
+                        SlotState::Ready => ready.push((m.priority, *id, *p)),
+                        SlotState::Due(t) if t <= now => ready.push((m.priority, *id, *p)),
+                        _ => {}
+                    }
+                }
+            }
+            if ready.is_empty() {
+                return None;
+            }
+            if let Some(mut b) = ctx.breaker() {
+                if let Err(wait) = b.try_acquire(ctx.now_ts()) {
+                    return Some(wait);
+                }
+            }
+            // Publish order across partitions, approximated by entry id (server time).
+            ready.sort_by_key(|(_, id, p)| (*id, *p));
+            let picked = self
+                .scheduler
+                .pick(ready.iter().zip(0u64..).map(|((pr, _, _), i)| (*pr, i)))
+                .and_then(|i| usize::try_from(i).ok())
+                .and_then(|i| ready.get(i).copied());
+            let (_, id, p) = picked?;
+            let part = self.owned.get_mut(&p)?;
+            let slot = part.window.get_mut(&id)?;
+            let Body::Message(message) = &slot.entry.body else {
+                return None;
+            };
+            slot.state = SlotState::Busy;
+            part.in_flight += 1;
+            let (c, message, entry) = (ctx.clone(), message.clone(), slot.entry.id.clone());
+            self.jobs.spawn(async move {
+                let outcome = c.deliver(p, entry, message).await;
+                JobDone { p, id, outcome }
+            });
+        }
+        None
+    }
+
+    /// Applies a finished job to the window; true when a read may find more.
+    fn finish(&mut self, done: std::result::Result<JobDone, tokio::task::JoinError>) -> bool {
+        let Ok(JobDone { p, id, outcome }) = done else {
+            // A job only ends this way when aborted at shutdown.
+            return false;
+        };
+        if matches!(outcome, Outcome::Lost) {
+            self.drop_part(p);
+            return false;
+        }
+        let block = self.ctx.shared.options.block;
+        let Some(part) = self.owned.get_mut(&p) else {
+            return false;
+        };
+        part.in_flight = part.in_flight.saturating_sub(1);
+        match outcome {
+            Outcome::Done => {
+                part.window.remove(&id);
+            }
+            Outcome::Retry(at) => {
+                if let Some(s) = part.window.get_mut(&id) {
+                    s.state = SlotState::Due(at);
+                }
+            }
+            Outcome::Failed => {
+                if let Some(s) = part.window.get_mut(&id) {
+                    s.state = SlotState::Due(Instant::now() + block);
+                }
+            }
+            Outcome::Lost => {}
+        }
+        part.more
+    }
+}
