@@ -38,8 +38,8 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use cqrs_core::{
-    BoxError, Change, Checkpoint, CheckpointStore, CheckpointUpdate, Clock, Error, EventFilter, EventStore,
-    Lease, ReadStore, RecordedEvent, Result, Stores, SystemClock,
+    Batch, BoxError, Change, Checkpoint, CheckpointStore, CheckpointUpdate, Clock, Error, EventFilter,
+    EventStore, Lease, ReadStore, RecordedEvent, Result, Stores, SystemClock,
 };
 use tokio::{sync::watch, task::JoinHandle, time::Instant};
 
@@ -268,6 +268,7 @@ impl ProjectionRunner {
                 status: status_tx,
                 stop: stop_rx,
                 rebuild,
+                ahead: None,
             }
             .run(),
         );
@@ -358,6 +359,15 @@ struct Worker {
     status: watch::Sender<RunnerStatus>,
     stop: watch::Receiver<bool>,
     rebuild: bool,
+    /// The next page, read while the current one is handled and committed (reading the log
+    /// and writing the model overlap instead of taking turns); keyed by where it starts.
+    ahead: Option<(Checkpoint, JoinHandle<Result<Batch>>)>,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.drop_ahead();
+    }
 }
 
 impl Worker {
@@ -440,6 +450,8 @@ impl Worker {
 
     /// Works while holding `lease`.
     async fn lead(&mut self, mut lease: Lease) -> Exit {
+        // A page read ahead under an earlier lease may predate a reset or another leader.
+        self.drop_ahead();
         let ttl = self.runner.options.lease_ttl;
         let mut renewed = Instant::now();
         if self.rebuild {
@@ -496,15 +508,54 @@ impl Worker {
         }
     }
 
+    fn drop_ahead(&mut self) {
+        if let Some((_, read)) = self.ahead.take() {
+            read.abort();
+        }
+    }
+
+    /// The page at `cp`: the one read ahead when it starts there, else a fresh read.
+    async fn read_page(&mut self, cp: &Checkpoint) -> Result<Batch> {
+        match self.ahead.take() {
+            Some((from, read)) if from == *cp => match read.await {
+                Ok(page) => page,
+                Err(e) => Err(Error::backend("runtime", e)),
+            },
+            other => {
+                if let Some((_, read)) = other {
+                    read.abort();
+                }
+                let filter = self.runner.projection.filter();
+                self.runner
+                    .events
+                    .read_all(cp, self.runner.options.batch_size, &filter)
+                    .await
+            }
+        }
+    }
+
+    /// Starts reading the page after `batch` while it is handled and committed. Reading
+    /// ahead is safe: the log does not depend on the model, and a page read for a
+    /// checkpoint that is never committed is dropped.
+    fn read_ahead(&mut self, batch: &Batch) {
+        self.drop_ahead();
+        if batch.caught_up {
+            return;
+        }
+        let (events, from, max, filter) = (
+            self.runner.events.clone(),
+            batch.next.clone(),
+            self.runner.options.batch_size,
+            self.runner.projection.filter(),
+        );
+        let at = from.clone();
+        let read = tokio::spawn(async move { events.read_all(&from, max, &filter).await });
+        self.ahead = Some((at, read));
+    }
+
     /// Reads, handles and commits one batch. `Ok(true)` when caught up.
     async fn step(&mut self, lease: &Lease, cp: &mut Checkpoint) -> std::result::Result<bool, Exit> {
-        let filter = self.runner.projection.filter();
-        let batch = match self
-            .runner
-            .events
-            .read_all(cp, self.runner.options.batch_size, &filter)
-            .await
-        {
+        let batch = match self.read_page(cp).await {
             Ok(b) => b,
             Err(e) => {
                 self.note_error(&e);
@@ -515,6 +566,7 @@ impl Worker {
                 return Ok(true);
             }
         };
+        self.read_ahead(&batch);
         let mut changes = Vec::new();
         let mut handled_to = cp.clone();
         let mut handled = 0u64;
