@@ -43,7 +43,10 @@ use cqrs_core::{
 };
 use tokio::{sync::watch, task::JoinHandle, time::Instant};
 
-use crate::RetryPolicy;
+use crate::{
+    task::{pause, Handle},
+    RetryPolicy,
+};
 
 /// A read model fed from the store-wide log.
 #[async_trait]
@@ -259,91 +262,27 @@ impl ProjectionRunner {
     }
 
     fn spawn(self, rebuild: bool) -> RunnerHandle {
-        let (status_tx, status_rx) = watch::channel(RunnerStatus::new());
-        let (stop_tx, stop_rx) = watch::channel(false);
         let name = self.projection.name().to_owned();
-        let task = tokio::spawn(
+        Handle::spawn("projection", name, RunnerStatus::new(), move |status, stop| {
             Worker {
                 runner: self,
-                status: status_tx,
-                stop: stop_rx,
+                status,
+                stop,
                 rebuild,
                 ahead: None,
             }
-            .run(),
-        );
-        RunnerHandle {
-            name,
-            status: status_rx,
-            stop: stop_tx,
-            task,
-        }
+            .run()
+        })
     }
 }
 
 /// A started runner: watch it, wait on it, stop it.
-#[derive(Debug)]
-pub struct RunnerHandle {
-    name: String,
-    status: watch::Receiver<RunnerStatus>,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
-}
+pub type RunnerHandle = Handle<RunnerStatus>;
 
-impl RunnerHandle {
-    /// The projection's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The current status.
-    pub fn status(&self) -> RunnerStatus {
-        self.status.borrow().clone()
-    }
-
+impl Handle<RunnerStatus> {
     /// The current state.
     pub fn state(&self) -> RunnerState {
-        self.status.borrow().state
-    }
-
-    /// Waits until `condition` holds for the status, or `timeout` passes.
-    ///
-    /// # Errors
-    /// [`Error::Unavailable`] naming the projection when the timeout passes first, or when the
-    /// runner's task ended.
-    pub async fn wait_until(
-        &self,
-        condition: impl Fn(&RunnerStatus) -> bool,
-        timeout: Duration,
-    ) -> Result<RunnerStatus> {
-        let mut rx = self.status.clone();
-        let waited = tokio::time::timeout(timeout, rx.wait_for(|s| condition(s))).await;
-        match waited {
-            Ok(Ok(status)) => Ok(status.clone()),
-            Ok(Err(_)) => Err(Error::unavailable(
-                cqrs_core::Outcome::NotSent,
-                format!("projection {}: the runner's task ended", self.name),
-            )),
-            Err(_) => Err(Error::unavailable(
-                cqrs_core::Outcome::NotSent,
-                format!(
-                    "projection {}: condition not reached within {timeout:?}; status {:?}",
-                    self.name,
-                    self.status()
-                ),
-            )),
-        }
-    }
-
-    /// Stops the runner: the batch in hand is committed (or abandoned before its commit),
-    /// the lease is released, and the final status is returned.
-    ///
-    /// # Errors
-    /// [`Error::Backend`] if the runner's task panicked.
-    pub async fn stop(self) -> Result<RunnerStatus> {
-        let _ = self.stop.send(true);
-        self.task.await.map_err(|e| Error::backend("runtime", e))?;
-        Ok(self.status.borrow().clone())
+        self.status().state
     }
 }
 
@@ -392,13 +331,7 @@ impl Worker {
 
     /// Sleeps `d` unless a stop is requested first; returns true when stopping.
     async fn pause(&mut self, d: Duration) -> bool {
-        if *self.stop.borrow() {
-            return true;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(d) => *self.stop.borrow(),
-            _ = self.stop.changed() => true,
-        }
+        pause(&mut self.stop, d).await
     }
 
     async fn run(mut self) {
