@@ -7,6 +7,8 @@ use std::{
     time::Duration,
 };
 
+use super::delivery::{Event, Handled, PendingAck, Pick, Settle};
+
 use cqrs_core::{
     bus::{DeadLetterReason, Priority, PriorityScheduler},
     Result,
@@ -14,13 +16,13 @@ use cqrs_core::{
 use redis::Value;
 use tokio::{sync::watch, task::JoinSet, time::Instant};
 
-use super::delivery::Settle;
 use super::{lock, Ctx};
 use crate::bus::codec::{self, entry_id, Body, Entry};
 use crate::bus::scripts;
 use crate::conn::reply;
 
 /// How a job ended, for the driver's window.
+#[derive(Debug, Clone, Copy)]
 pub(super) enum Outcome {
     /// Settled: the entry leaves the window.
     Done,
@@ -32,10 +34,28 @@ pub(super) enum Outcome {
     Failed,
 }
 
-struct JobDone {
-    p: u32,
-    id: (u64, u64),
-    outcome: Outcome,
+/// A delivery's end (settled, or given back to the window).
+pub(super) struct JobDone {
+    pub(super) p: u32,
+    pub(super) id: (u64, u64),
+    pub(super) outcome: Outcome,
+}
+
+/// Which work a job did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Started deliveries: a pick it ends held a concurrency slot.
+    Start,
+    /// Flushed acks.
+    Flush,
+    /// Settled one delivery.
+    Settle,
+}
+
+/// What a job answers: the events of its deliveries.
+struct JobResult {
+    kind: Kind,
+    events: Vec<Event>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +96,19 @@ impl Part {
 pub(super) struct Driver {
     ctx: Arc<Ctx>,
     owned: BTreeMap<u32, Part>,
-    jobs: JoinSet<JobDone>,
+    /// Redis work: starting deliveries, settling them, flushing acks.
+    jobs: JoinSet<JobResult>,
+    /// Handler calls.
+    handlers: JoinSet<Handled>,
+    /// Picked messages whose handler has not returned yet (the concurrency in use).
+    running: usize,
+    /// Handled entries waiting for the next ack flush: one flush runs at a time, and the
+    /// acks that come in meanwhile go together in the next (one script call for many).
+    acks: Vec<PendingAck>,
+    flushing: bool,
+    /// A start job runs: the next one waits for it and takes every slot freed meanwhile
+    /// (one script call for many deliveries instead of one per freed slot).
+    starting: bool,
     scheduler: PriorityScheduler,
 }
 
@@ -87,6 +119,11 @@ impl Driver {
             ctx,
             owned: BTreeMap::new(),
             jobs: JoinSet::new(),
+            handlers: JoinSet::new(),
+            running: 0,
+            acks: Vec::new(),
+            flushing: false,
+            starting: false,
             scheduler: PriorityScheduler::new(bypass),
         }
     }
@@ -128,6 +165,7 @@ impl Driver {
                 next_poll = Instant::now() + block;
             }
             let breaker_wait = self.dispatch();
+            self.flush_acks();
 
             let now = Instant::now();
             let mut until = next_maint.min(next_poll);
@@ -139,11 +177,17 @@ impl Driver {
             }
             tokio::select! {
                 Some(done) = self.jobs.join_next(), if !self.jobs.is_empty() => {
-                    if self.finish(done) {
+                    if self.job_done(done) | self.drain() {
                         read_now = true;
                     }
                     if self.owned.values().any(|p| p.releasing && p.in_flight == 0) {
                         next_maint = Instant::now();
+                    }
+                }
+                Some(handled) = self.handlers.join_next(), if !self.handlers.is_empty() => {
+                    self.handled(handled);
+                    if self.drain() {
+                        read_now = true;
                     }
                 }
                 () = &mut published => read_now = true,
@@ -161,14 +205,29 @@ impl Driver {
     /// another consumer takes the partitions over at once.
     async fn shutdown(mut self) -> Result<()> {
         let deadline = Instant::now() + self.ctx.spec.ack_timeout_value();
-        while !self.jobs.is_empty() {
+        loop {
+            self.flush_acks();
+            if self.jobs.is_empty() && self.handlers.is_empty() {
+                break;
+            }
             tokio::select! {
-                Some(done) = self.jobs.join_next() => { self.finish(done); }
+                Some(done) = self.jobs.join_next(), if !self.jobs.is_empty() => { self.job_done(done); }
+                Some(handled) = self.handlers.join_next(), if !self.handlers.is_empty() => {
+                    self.handled(handled);
+                }
                 () = tokio::time::sleep_until(deadline) => {
+                    self.handlers.abort_all();
                     self.jobs.abort_all();
+                    while self.handlers.join_next().await.is_some() {}
                     while self.jobs.join_next().await.is_some() {}
+                    break;
                 }
             }
+        }
+        // Handlers that returned Ok before the grace ran out are acknowledged still.
+        if !self.acks.is_empty() {
+            let acks = std::mem::take(&mut self.acks);
+            let _ = self.ctx.ack(acks).await;
         }
         let owned: Vec<u32> = self.owned.keys().copied().collect();
         self.owned.clear();
@@ -389,68 +448,182 @@ impl Driver {
             self.jobs.spawn(async move {
                 let reason = DeadLetterReason::Undecodable { error: why };
                 let outcome = c.settle(p, &entry, Settle::Dead(reason, None)).await;
-                JobDone { p, id, outcome }
+                JobResult {
+                    kind: Kind::Settle,
+                    events: vec![Event::Done(JobDone { p, id, outcome })],
+                }
             });
         }
-        while self.jobs.len() < ctx.spec.concurrency_limit() {
-            let mut ready: Vec<(Priority, (u64, u64), u32)> = Vec::new();
-            for (p, part) in &self.owned {
-                if part.releasing {
+        let free = ctx.spec.concurrency_limit().saturating_sub(self.running);
+        if free == 0 || self.starting {
+            return None;
+        }
+        // The ready messages (the oldest unsettled of each key), once per round: a pick
+        // makes no other message ready (its key's next one waits for it).
+        let mut ready: Vec<(Priority, (u64, u64), u32)> = Vec::new();
+        for (p, part) in &self.owned {
+            if part.releasing {
+                continue;
+            }
+            let mut seen: HashSet<&str> = HashSet::new();
+            for (id, slot) in &part.window {
+                let Body::Message(m) = &slot.entry.body else {
+                    continue;
+                };
+                if !seen.insert(m.key.as_str()) {
                     continue;
                 }
-                let mut seen: HashSet<&str> = HashSet::new();
-                for (id, slot) in &part.window {
-                    let Body::Message(m) = &slot.entry.body else {
-                        continue;
-                    };
-                    if !seen.insert(m.key.as_str()) {
-                        continue;
-                    }
-                    match slot.state {
-                        SlotState::Ready => ready.push((m.priority, *id, *p)),
-                        SlotState::Due(t) if t <= now => ready.push((m.priority, *id, *p)),
-                        _ => {}
-                    }
+                match slot.state {
+                    SlotState::Ready => ready.push((m.priority, *id, *p)),
+                    SlotState::Due(t) if t <= now => ready.push((m.priority, *id, *p)),
+                    _ => {}
                 }
             }
-            if ready.is_empty() {
-                return None;
-            }
+        }
+        // Publish order across partitions, approximated by entry id (server time).
+        ready.sort_by_key(|(_, id, p)| (*id, *p));
+        let mut picks = Vec::new();
+        let mut breaker_wait = None;
+        while picks.len() < free && !ready.is_empty() {
             if let Some(mut b) = ctx.breaker() {
                 if let Err(wait) = b.try_acquire(ctx.now_ts()) {
-                    return Some(wait);
+                    breaker_wait = Some(wait);
+                    break;
                 }
             }
-            // Publish order across partitions, approximated by entry id (server time).
-            ready.sort_by_key(|(_, id, p)| (*id, *p));
             let picked = self
                 .scheduler
                 .pick(ready.iter().zip(0u64..).map(|((pr, _, _), i)| (*pr, i)))
                 .and_then(|i| usize::try_from(i).ok())
-                .and_then(|i| ready.get(i).copied());
-            let (_, id, p) = picked?;
-            let part = self.owned.get_mut(&p)?;
-            let slot = part.window.get_mut(&id)?;
+                .filter(|i| *i < ready.len());
+            let Some(i) = picked else {
+                break;
+            };
+            let (_, id, p) = ready.remove(i);
+            let Some(part) = self.owned.get_mut(&p) else {
+                continue;
+            };
+            let Some(slot) = part.window.get_mut(&id) else {
+                continue;
+            };
             let Body::Message(message) = &slot.entry.body else {
-                return None;
+                continue;
             };
             slot.state = SlotState::Busy;
             part.in_flight += 1;
-            let (c, message, entry) = (ctx.clone(), message.clone(), slot.entry.id.clone());
-            self.jobs.spawn(async move {
-                let outcome = c.deliver(p, entry, message).await;
-                JobDone { p, id, outcome }
+            picks.push(Pick {
+                p,
+                id,
+                entry: slot.entry.id.clone(),
+                message: message.clone(),
             });
         }
-        None
+        if !picks.is_empty() {
+            self.running += picks.len();
+            self.starting = true;
+            let c = ctx.clone();
+            self.jobs.spawn(async move {
+                JobResult {
+                    kind: Kind::Start,
+                    events: c.start(picks).await,
+                }
+            });
+        }
+        breaker_wait
     }
 
-    /// Applies a finished job to the window; true when a read may find more.
-    fn finish(&mut self, done: std::result::Result<JobDone, tokio::task::JoinError>) -> bool {
-        let Ok(JobDone { p, id, outcome }) = done else {
+    /// Applies every job and handler already finished, so the next dispatch and flush
+    /// take them all at once. True when a read may find more.
+    fn drain(&mut self) -> bool {
+        let mut more = false;
+        loop {
+            let mut any = false;
+            while let Some(h) = self.handlers.try_join_next() {
+                self.handled(h);
+                any = true;
+            }
+            while let Some(done) = self.jobs.try_join_next() {
+                more |= self.job_done(done);
+                any = true;
+            }
+            if !any {
+                return more;
+            }
+        }
+    }
+
+    /// Starts an ack flush unless one runs or nothing waits.
+    fn flush_acks(&mut self) {
+        if self.flushing || self.acks.is_empty() {
+            return;
+        }
+        self.flushing = true;
+        let acks = std::mem::take(&mut self.acks);
+        let c = self.ctx.clone();
+        self.jobs.spawn(async move {
+            JobResult {
+                kind: Kind::Flush,
+                events: c.ack(acks).await,
+            }
+        });
+    }
+
+    /// A handler returned: an Ok waits for the next ack flush, anything else is settled
+    /// by its own script.
+    fn handled(&mut self, handled: std::result::Result<Handled, tokio::task::JoinError>) {
+        // A handler task only fails to join when aborted at shutdown.
+        self.running = self.running.saturating_sub(1);
+        let Ok(Handled { p, id, entry, settle }) = handled else {
+            return;
+        };
+        if matches!(settle, Settle::Ack) {
+            self.acks.push((p, id, entry));
+            return;
+        }
+        let c = self.ctx.clone();
+        self.jobs.spawn(async move {
+            let outcome = c.settle(p, &entry, settle).await;
+            JobResult {
+                kind: Kind::Settle,
+                events: vec![Event::Done(JobDone { p, id, outcome })],
+            }
+        });
+    }
+
+    /// Applies a finished job: starts the handlers of started deliveries and applies the
+    /// ends to the windows. True when a read may find more.
+    fn job_done(&mut self, done: std::result::Result<JobResult, tokio::task::JoinError>) -> bool {
+        let Ok(JobResult { kind, events }) = done else {
             // A job only ends this way when aborted at shutdown.
             return false;
         };
+        match kind {
+            Kind::Flush => self.flushing = false,
+            Kind::Start => self.starting = false,
+            Kind::Settle => {}
+        }
+        let mut more = false;
+        for event in events {
+            match event {
+                Event::Start(started) => {
+                    let c = self.ctx.clone();
+                    self.handlers.spawn(async move { c.handle(started).await });
+                }
+                Event::Done(d) => {
+                    if kind == Kind::Start {
+                        // Ended without a handler call: its slot is free again.
+                        self.running = self.running.saturating_sub(1);
+                    }
+                    more |= self.finish(d);
+                }
+            }
+        }
+        more
+    }
+
+    /// Applies a finished job to the window; true when a read may find more.
+    fn finish(&mut self, done: JobDone) -> bool {
+        let JobDone { p, id, outcome } = done;
         if matches!(outcome, Outcome::Lost) {
             self.drop_part(p);
             return false;
