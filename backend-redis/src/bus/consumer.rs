@@ -88,6 +88,8 @@ impl Counters {
 
     /// Keeps the newest stats answer of partition `p`.
     fn update_stats(&self, p: u32, v: Option<Value>) {
+        // An empty answer: the script left the stats alone.
+        let v = v.filter(|v| !matches!(v, Value::Array(a) if a.is_empty()));
         let Some(Ok(s)) = v.map(stats) else {
             return;
         };

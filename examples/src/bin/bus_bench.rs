@@ -2,7 +2,7 @@
 //! same run.
 //!
 //! ```text
-//! cargo run --release -p examples --bin bus_bench [TRANSPORT]
+//! cargo run --release -p examples --bin bus_bench [TRANSPORT|all [publish|latency|consume]]
 //! ```
 //!
 //! Transports: the in-memory bus, the Redis Streams bus on the single node at `REDIS_URL`
@@ -26,7 +26,8 @@
 //! removed at the end (`SCAN` + `UNLINK`).
 //!
 //! `TRANSPORT` keeps only the transports whose name contains it (`memory`, `redis`,
-//! `cluster`). Adding a transport is one entry in [`transports`].
+//! `cluster`; `all`: every one) and `publish`, `latency` or `consume` only that part (for
+//! profiling). Adding a transport is one entry in [`transports`].
 
 #![allow(
     clippy::unwrap_used,
@@ -571,7 +572,8 @@ fn print(name: &str, rows: &[Row]) {
     }
 }
 
-async fn run(t: &Transport) -> cqrs::Result<Vec<Row>> {
+async fn run(t: &Transport, section: Option<&str>) -> cqrs::Result<Vec<Row>> {
+    let wanted = |name: &str| section.is_none_or(|s| s == name);
     let bus = t.bus.as_ref();
     let raw = t.raw.as_ref();
     let redis = raw.is_some();
@@ -584,59 +586,66 @@ async fn run(t: &Transport) -> cqrs::Result<Vec<Row>> {
     }
 
     // Publish: ours and the ceiling alternate, so load from other jobs hits both alike.
-    let (mut singles, mut batches, mut xadd, mut piped) = (vec![], vec![], vec![], vec![]);
-    for _ in 0..ROUNDS {
-        singles.push(publish_singles(bus, SINGLES).await?);
-        if let Some(raw) = raw {
-            xadd.push(raw_single_xadd(raw, &t.prefix, SINGLES).await);
+    if wanted("publish") {
+        let (mut singles, mut batches, mut xadd, mut piped) = (vec![], vec![], vec![], vec![]);
+        for _ in 0..ROUNDS {
+            singles.push(publish_singles(bus, SINGLES).await?);
+            if let Some(raw) = raw {
+                xadd.push(raw_single_xadd(raw, &t.prefix, SINGLES).await);
+            }
+            batches.push(publish_batches(bus, BATCHES).await?);
+            if let Some(raw) = raw {
+                piped.push(raw_pipelined_xadd(raw, &t.prefix, BATCHES).await);
+            }
         }
-        batches.push(publish_batches(bus, BATCHES).await?);
-        if let Some(raw) = raw {
-            piped.push(raw_pipelined_xadd(raw, &t.prefix, BATCHES).await);
-        }
+        let (single, batch) = (median(singles), median(batches));
+        let xadd = redis.then(|| median(xadd));
+        let piped = redis.then(|| median(piped));
+        rows.push(Row::rate(
+            "publish, 1 message per call",
+            single,
+            xadd,
+            xadd.map(|c| (">= 70% of XADD", single >= 0.7 * c)),
+        ));
+        rows.push(Row::rate(
+            format!("publish, batches of {BATCH}"),
+            batch,
+            piped,
+            redis.then_some((">= 200,000/s", batch >= 200_000.0)),
+        ));
     }
-    let (single, batch) = (median(singles), median(batches));
-    let xadd = redis.then(|| median(xadd));
-    let piped = redis.then(|| median(piped));
-    rows.push(Row::rate(
-        "publish, 1 message per call",
-        single,
-        xadd,
-        xadd.map(|c| (">= 70% of XADD", single >= 0.7 * c)),
-    ));
-    rows.push(Row::rate(
-        format!("publish, batches of {BATCH}"),
-        batch,
-        piped,
-        redis.then_some((">= 200,000/s", batch >= 200_000.0)),
-    ));
 
     // End-to-end latency.
-    rows.push(match end_to_end(bus).await? {
-        Ok(l) => Row {
-            measure: format!("end-to-end at {RATE}/s offered, p50/p95/p99/p99.9"),
-            ours: Ok(format!(
-                "{:.0}/{:.0}/{:.0}/{:.0} µs ({:.0}/s)",
-                l.pct[0], l.pct[1], l.pct[2], l.pct[3], l.offered
-            )),
-            ceiling: "-".into(),
-            ratio: "-".into(),
-            target: if redis {
-                format!("p99 < 5 ms {}", verdict(l.pct[2] < 5_000.0))
-            } else {
-                "-".into()
+    if wanted("latency") {
+        rows.push(match end_to_end(bus).await? {
+            Ok(l) => Row {
+                measure: format!("end-to-end at {RATE}/s offered, p50/p95/p99/p99.9"),
+                ours: Ok(format!(
+                    "{:.0}/{:.0}/{:.0}/{:.0} µs ({:.0}/s)",
+                    l.pct[0], l.pct[1], l.pct[2], l.pct[3], l.offered
+                )),
+                ceiling: "-".into(),
+                ratio: "-".into(),
+                target: if redis {
+                    format!("p99 < 5 ms {}", verdict(l.pct[2] < 5_000.0))
+                } else {
+                    "-".into()
+                },
             },
-        },
-        Err(e) => Row {
-            measure: format!("end-to-end at {RATE}/s offered"),
-            ours: Err(e),
-            ceiling: "-".into(),
-            ratio: "-".into(),
-            target: "-".into(),
-        },
-    });
+            Err(e) => Row {
+                measure: format!("end-to-end at {RATE}/s offered"),
+                ours: Err(e),
+                ceiling: "-".into(),
+                ratio: "-".into(),
+                target: "-".into(),
+            },
+        });
+    }
 
     // Consumers.
+    if !wanted("consume") {
+        return Ok(rows);
+    }
     let mut read_ack = Vec::new();
     if let Some(raw) = raw {
         for round in 0..ROUNDS {
@@ -686,7 +695,8 @@ async fn main() {
         load_average()
     );
     // An argument keeps only the transports whose name contains it.
-    let only = std::env::args().nth(1);
+    let only = std::env::args().nth(1).filter(|o| o != "all");
+    let section = std::env::args().nth(2);
     for t in transports().await {
         let t = match t {
             Ok(t) => t,
@@ -701,7 +711,7 @@ async fn main() {
             }
             continue;
         }
-        let rows = run(&t).await;
+        let rows = run(&t, section.as_deref()).await;
         if let Some(cleanup) = t.cleanup {
             match cleanup().await {
                 Ok(n) => eprintln!("{}: removed {n} keys", t.name),

@@ -13,8 +13,13 @@ use cqrs_core::{
     bus::{DeadLetterReason, Priority, PriorityScheduler},
     Result,
 };
+use futures::{stream::FuturesUnordered, StreamExt};
 use redis::Value;
-use tokio::{sync::watch, task::JoinSet, time::Instant};
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinSet,
+    time::Instant,
+};
 
 use super::{lock, Ctx};
 use crate::bus::codec::{self, entry_id, Body, Entry};
@@ -41,11 +46,17 @@ pub(super) struct JobDone {
     pub(super) outcome: Outcome,
 }
 
+/// What a delivery task tells the driver.
+enum Msg {
+    /// The start script answered: the picks that ended without a handler call.
+    Started(Vec<JobDone>),
+    /// A handler returned.
+    Handled(Handled),
+}
+
 /// Which work a job did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    /// Started deliveries: a pick it ends held a concurrency slot.
-    Start,
     /// Flushed acks.
     Flush,
     /// Settled one delivery.
@@ -98,8 +109,12 @@ pub(super) struct Driver {
     owned: BTreeMap<u32, Part>,
     /// Redis work: starting deliveries, settling them, flushing acks.
     jobs: JoinSet<JobResult>,
-    /// Handler calls.
-    handlers: JoinSet<Handled>,
+    /// Deliveries: one task per batch of picks starts them (one script call), answers
+    /// which did not start, then calls their handlers and answers each result as it
+    /// returns (no-op handlers of a batch all answer in one poll).
+    handlers: JoinSet<()>,
+    msg_tx: mpsc::UnboundedSender<Msg>,
+    msg_rx: mpsc::UnboundedReceiver<Msg>,
     /// Picked messages whose handler has not returned yet (the concurrency in use).
     running: usize,
     /// Handled entries waiting for the next ack flush: one flush runs at a time, and the
@@ -115,11 +130,14 @@ pub(super) struct Driver {
 impl Driver {
     pub(super) fn new(ctx: Arc<Ctx>) -> Self {
         let bypass = ctx.shared.options.priority_bypass;
+        let (msg_tx, msg_rx) = mpsc::unbounded_channel();
         Driver {
             ctx,
             owned: BTreeMap::new(),
             jobs: JoinSet::new(),
             handlers: JoinSet::new(),
+            msg_tx,
+            msg_rx,
             running: 0,
             acks: Vec::new(),
             flushing: false,
@@ -184,12 +202,12 @@ impl Driver {
                         next_maint = Instant::now();
                     }
                 }
-                Some(handled) = self.handlers.join_next(), if !self.handlers.is_empty() => {
-                    self.handled(handled);
-                    if self.drain() {
+                Some(msg) = self.msg_rx.recv() => {
+                    if self.message(msg) | self.drain() {
                         read_now = true;
                     }
                 }
+                Some(_) = self.handlers.join_next(), if !self.handlers.is_empty() => {}
                 () = &mut published => read_now = true,
                 () = &mut rebalance => next_maint = Instant::now(),
                 () = ctx.wake.notified() => {}
@@ -206,15 +224,15 @@ impl Driver {
     async fn shutdown(mut self) -> Result<()> {
         let deadline = Instant::now() + self.ctx.spec.ack_timeout_value();
         loop {
+            self.drain();
             self.flush_acks();
             if self.jobs.is_empty() && self.handlers.is_empty() {
                 break;
             }
             tokio::select! {
                 Some(done) = self.jobs.join_next(), if !self.jobs.is_empty() => { self.job_done(done); }
-                Some(handled) = self.handlers.join_next(), if !self.handlers.is_empty() => {
-                    self.handled(handled);
-                }
+                Some(msg) = self.msg_rx.recv() => { self.message(msg); }
+                Some(_) = self.handlers.join_next(), if !self.handlers.is_empty() => {}
                 () = tokio::time::sleep_until(deadline) => {
                     self.handlers.abort_all();
                     self.jobs.abort_all();
@@ -521,11 +539,21 @@ impl Driver {
         if !picks.is_empty() {
             self.running += picks.len();
             self.starting = true;
-            let c = ctx.clone();
-            self.jobs.spawn(async move {
-                JobResult {
-                    kind: Kind::Start,
-                    events: c.start(picks).await,
+            let (c, tx) = (ctx.clone(), self.msg_tx.clone());
+            // The driver holds the receiver as long as it runs: sends cannot fail before.
+            self.handlers.spawn(async move {
+                let mut started = Vec::new();
+                let mut ended = Vec::new();
+                for event in c.start(picks).await {
+                    match event {
+                        Event::Start(s) => started.push(s),
+                        Event::Done(d) => ended.push(d),
+                    }
+                }
+                let _ = tx.send(Msg::Started(ended));
+                let mut calls: FuturesUnordered<_> = started.into_iter().map(|s| c.handle(s)).collect();
+                while let Some(h) = calls.next().await {
+                    let _ = tx.send(Msg::Handled(h));
                 }
             });
         }
@@ -538,10 +566,11 @@ impl Driver {
         let mut more = false;
         loop {
             let mut any = false;
-            while let Some(h) = self.handlers.try_join_next() {
-                self.handled(h);
+            while let Ok(msg) = self.msg_rx.try_recv() {
+                more |= self.message(msg);
                 any = true;
             }
+            while self.handlers.try_join_next().is_some() {}
             while let Some(done) = self.jobs.try_join_next() {
                 more |= self.job_done(done);
                 any = true;
@@ -570,12 +599,9 @@ impl Driver {
 
     /// A handler returned: an Ok waits for the next ack flush, anything else is settled
     /// by its own script.
-    fn handled(&mut self, handled: std::result::Result<Handled, tokio::task::JoinError>) {
-        // A handler task only fails to join when aborted at shutdown.
+    fn handled(&mut self, handled: Handled) {
         self.running = self.running.saturating_sub(1);
-        let Ok(Handled { p, id, entry, settle }) = handled else {
-            return;
-        };
+        let Handled { p, id, entry, settle } = handled;
         if matches!(settle, Settle::Ack) {
             self.acks.push((p, id, entry));
             return;
@@ -597,28 +623,36 @@ impl Driver {
             // A job only ends this way when aborted at shutdown.
             return false;
         };
-        match kind {
-            Kind::Flush => self.flushing = false,
-            Kind::Start => self.starting = false,
-            Kind::Settle => {}
+        if kind == Kind::Flush {
+            self.flushing = false;
         }
         let mut more = false;
         for event in events {
-            match event {
-                Event::Start(started) => {
-                    let c = self.ctx.clone();
-                    self.handlers.spawn(async move { c.handle(started).await });
-                }
-                Event::Done(d) => {
-                    if kind == Kind::Start {
-                        // Ended without a handler call: its slot is free again.
-                        self.running = self.running.saturating_sub(1);
-                    }
-                    more |= self.finish(d);
-                }
+            if let Event::Done(d) = event {
+                more |= self.finish(d);
             }
         }
         more
+    }
+
+    /// Applies a delivery task's message. True when a read may find more.
+    fn message(&mut self, msg: Msg) -> bool {
+        match msg {
+            Msg::Started(ended) => {
+                self.starting = false;
+                let mut more = false;
+                for d in ended {
+                    // Ended without a handler call: its slot is free again.
+                    self.running = self.running.saturating_sub(1);
+                    more |= self.finish(d);
+                }
+                more
+            }
+            Msg::Handled(h) => {
+                self.handled(h);
+                false
+            }
+        }
     }
 
     /// Applies a finished job to the window; true when a read may find more.
@@ -649,6 +683,8 @@ impl Driver {
             }
             Outcome::Lost => {}
         }
-        part.more
+        // Refill once half the window is free: one read for many entries, not one per
+        // settled entry (the poll and publishes through this bus read anyway).
+        part.more && part.window.len() * 2 <= self.ctx.shared.options.read_batch
     }
 }

@@ -4,10 +4,6 @@
 -- partition a count n and n entry ids. Returns per partition {'lost'} or {'ok', stats}.
 local group, token = ARGV[1], ARGV[2]
 local out, a = {}, 3
--- Lua's unpack is bounded by its stack: call in chunks.
-local function each_chunk(list, f)
-  for s = 1, #list, 1000 do f(unpack(list, s, math.min(s + 999, #list))) end
-end
 for i = 1, #KEYS, 4 do
   local s, l, at, r = KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3]
   local n = tonumber(ARGV[a])

@@ -38,6 +38,9 @@ local function stats(stream, group, attempts, bump)
   local added
   if lag and read then
     added = read + lag
+  elseif lag then
+    -- Nothing read yet (entries-read unknown) but the lag is known.
+    added = info_field(redis.call('XINFO', 'STREAM', stream), 'entries-added') or 0
   else
     -- Redis cannot tell the lag (deleted entries after the group's position): count.
     local last = info_field(g, 'last-delivered-id')
@@ -67,4 +70,10 @@ local function dead_letter(k, group, id, fields, kind, detail, attempts)
   redis.call(unpack(args))
   redis.call('XACK', k[1], group, id)
   forget(k[3], k[4], id)
+end
+
+-- Calls f with the items of list as arguments, 1000 at a time (Lua's unpack is bounded by
+-- its stack).
+local function each_chunk(list, f)
+  for s = 1, #list, 1000 do f(unpack(list, s, math.min(s + 999, #list))) end
 end

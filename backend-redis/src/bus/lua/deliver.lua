@@ -1,10 +1,11 @@
 -- Starts deliveries, many in one call: per partition, checks the lease (and restarts its ack
--- timeout), then per entry acks and skips one that was trimmed or deleted, dead-letters it as
--- parked when an earlier message of its key is in the dead letter, else counts the attempt
+-- timeout), then per entry dead-letters it as parked when an earlier message of its key is in
+-- the dead letter (acking and skipping it instead if it was deleted), else counts the attempt
 -- (our own counter, with the first attempt's time) and takes it off the retry schedule.
 -- KEYS: per partition stream, lease, attempts, retry, parked, dead; ARGV: group, token,
 -- ttl (ms), then per partition a count n and n pairs (entry id, message key).
--- Returns per partition {'lost'} or {'ok', results, stats}, a result per entry being
+-- Returns per partition {'lost'} or {'ok', results, stats (empty when nothing was acked)},
+-- a result per entry being
 -- {'gone'}, {'parked', behind} or {'ok', attempt, ms since the first attempt}.
 local group, token, ttl = ARGV[1], ARGV[2], ARGV[3]
 local out, a = {}, 4
@@ -21,34 +22,65 @@ for i = 1, #KEYS, 6 do
     -- Most partitions have no parked key and no retry scheduled: skip those lookups.
     local parked = redis.call('EXISTS', k[5]) == 1
     local retry = redis.call('EXISTS', k[4]) == 1
-    local res = {}
+    local res, starts, ids = {}, {}, {}
+    local changed = false
     for j = 1, n do
       local id, key = ARGV[a], ARGV[a + 1]
       a = a + 2
-      local e = redis.call('XRANGE', k[1], id, id)
-      local behind = parked and #e > 0 and redis.call('HGET', k[5], key)
-      if #e == 0 then
+      -- The consumer holds the entry's fields already (read, or claimed, moments ago); the
+      -- stream is looked at again only to dead-letter a parked one (it copies the fields),
+      -- and a pending entry is never trimmed, so that lookup only misses after an XDEL.
+      local behind = parked and redis.call('HGET', k[5], key)
+      local e = behind and redis.call('XRANGE', k[1], id, id)
+      if e and #e == 0 then
         redis.call('XACK', k[1], group, id)
         forget(k[3], k[4], id)
         res[j] = {'gone'}
+        changed = true
       elseif behind then
         local c = redis.call('HGET', k[3], id) or '0'
         dead_letter(k, group, id, e[1][2], 'parked', behind, c)
         res[j] = {'parked', behind}
+        changed = true
       else
-        now = now or now_ms()
-        local c = redis.call('HINCRBY', k[3], id, 1)
-        local first = nil
-        if c > 1 then first = redis.call('HGET', k[3], 'f:' .. id) end
-        if not first then
-          redis.call('HSET', k[3], 'f:' .. id, now)
-          first = now
-        end
-        if retry then redis.call('ZREM', k[4], id) end
-        res[j] = {'ok', c, tonumber(now) - tonumber(first)}
+        starts[#starts + 1] = j
+        ids[j] = id
       end
     end
-    out[#out + 1] = {'ok', res, stats(k[1], group, k[3], true)}
+    -- The attempt counters of the started entries: one read and one write for all.
+    if #starts > 0 then
+      now = now or now_ms()
+      local fields = {}
+      for _, j in ipairs(starts) do
+        fields[#fields + 1] = ids[j]
+        fields[#fields + 1] = 'f:' .. ids[j]
+      end
+      local old = {}
+      each_chunk(fields, function(...)
+        for _, v in ipairs(redis.call('HMGET', k[3], ...)) do old[#old + 1] = v end
+      end)
+      local set, started = {}, {}
+      for x, j in ipairs(starts) do
+        local c = tonumber(old[2 * x - 1] or '0') + 1
+        local first = old[2 * x]
+        set[#set + 1] = ids[j]
+        set[#set + 1] = c
+        if not first then
+          first = now
+          set[#set + 1] = 'f:' .. ids[j]
+          set[#set + 1] = now
+        end
+        started[#started + 1] = ids[j]
+        res[j] = {'ok', c, tonumber(now) - tonumber(first)}
+      end
+      each_chunk(set, function(...) redis.call('HSET', k[3], ...) end)
+      if retry then each_chunk(started, function(...) redis.call('ZREM', k[4], ...) end) end
+    end
+    -- Starting changes neither the entries added nor the unacknowledged ones: stats only
+    -- when an entry was acked here.
+    local st = {}
+    if changed then st = stats(k[1], group, k[3], true) end
+    out[#out + 1] = {'ok', res, st}
   end
 end
 return out
