@@ -46,6 +46,10 @@ pub(super) struct JobDone {
     pub(super) outcome: Outcome,
 }
 
+/// One partition's read: the partition, the room asked for, the entries (`None`: the
+/// lease is lost).
+type PartRead = (u32, usize, Option<Vec<Entry>>);
+
 /// What a delivery task tells the driver.
 enum Msg {
     /// The start script answered: the picks that ended without a handler call.
@@ -55,8 +59,10 @@ enum Msg {
 }
 
 /// Which work a job did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
+    /// Read new entries: per partition, the room asked for and the entries (`None`: lease
+    /// lost).
+    Read(Result<Vec<PartRead>>),
     /// Flushed acks.
     Flush,
     /// Settled one delivery.
@@ -124,6 +130,8 @@ pub(super) struct Driver {
     /// A start job runs: the next one waits for it and takes every slot freed meanwhile
     /// (one script call for many deliveries instead of one per freed slot).
     starting: bool,
+    /// A read job runs.
+    reading: bool,
     scheduler: PriorityScheduler,
 }
 
@@ -142,6 +150,7 @@ impl Driver {
             acks: Vec::new(),
             flushing: false,
             starting: false,
+            reading: false,
             scheduler: PriorityScheduler::new(bypass),
         }
     }
@@ -172,7 +181,8 @@ impl Driver {
                 }
                 next_maint = Instant::now() + ctx.beat();
             }
-            if read_now || Instant::now() >= next_poll {
+            // A read asked for while one runs waits for it: what it missed is read next.
+            if (read_now || Instant::now() >= next_poll) && !self.reading {
                 read_now = match self.read().await {
                     Ok(n) => n > 0,
                     Err(e) => {
@@ -310,7 +320,8 @@ impl Driver {
     }
 
     /// Fills the windows: pending entries of newly acquired partitions first (in id
-    /// order), then new entries. Returns how many entries came in.
+    /// order, here), then new entries (by a read job, so the driver goes on dispatching
+    /// and settling meanwhile). Returns how many pending entries came in.
     async fn read(&mut self) -> Result<usize> {
         let ctx = self.ctx.clone();
         let batch = ctx.shared.options.read_batch;
@@ -324,55 +335,68 @@ impl Driver {
         for (p, cursor, room) in claiming {
             got += self.claim(p, &cursor, room).await?;
         }
-        let reading: Vec<u32> = self
+        // A partition is read when half its window is free, or when its last read did not
+        // fill it (caught up: what comes in is new and wanted at once).
+        let reading: Vec<(u32, usize)> = self
             .owned
             .iter()
-            .filter(|(_, part)| !part.releasing && part.claiming.is_none() && part.window.len() < batch)
-            .map(|(p, _)| *p)
+            .filter(|(_, part)| {
+                !part.releasing
+                    && part.claiming.is_none()
+                    && part.window.len() < batch
+                    && (!part.more || part.window.len() * 2 <= batch)
+            })
+            .map(|(p, part)| (*p, batch - part.window.len()))
             .collect();
-        for chunk in ctx.shared.batches(&reading) {
-            let mut inv = scripts::READ.prepare_invoke();
-            for p in &chunk {
-                let keys = ctx.part(*p)?;
-                inv.key(keys.stream())
-                    .key(keys.lease(ctx.group()))
-                    .key(keys.attempts(ctx.group()));
-            }
-            inv.arg(ctx.group()).arg(ctx.consumer()).arg(&ctx.token);
-            for p in &chunk {
-                let len = self.owned.get(p).map_or(0, |part| part.window.len());
-                inv.arg(batch.saturating_sub(len).max(1));
-            }
-            let answer = reply::array(ctx.shared.conn.script(&inv).await?)?;
-            for (p, v) in chunk.iter().zip(answer) {
-                let (status, mut items) = reply::status(v)?;
-                if status != "ok" {
-                    self.drop_part(*p);
-                    continue;
+        if !reading.is_empty() {
+            self.reading = true;
+            self.jobs.spawn(async move {
+                let reads = read_new(&ctx, &reading).await;
+                JobResult {
+                    kind: Kind::Read(reads),
+                    events: Vec::new(),
                 }
-                let entries = reply::array(items.next().unwrap_or(Value::Nil))?;
-                ctx.counters.update_stats(*p, items.next());
-                let n = entries.len();
-                got += n;
-                if let Some(part) = self.owned.get_mut(p) {
-                    let room = batch.saturating_sub(part.window.len()).max(1);
-                    part.more = n >= room;
-                    for e in entries {
-                        let entry = codec::entry(e)?;
-                        if let Some(id) = entry_id(&entry.id) {
-                            part.window.insert(
-                                id,
-                                Slot {
-                                    entry,
-                                    state: SlotState::Ready,
-                                },
-                            );
-                        }
-                    }
+            });
+        }
+        Ok(got)
+    }
+
+    /// Applies a read job's answer: entries into the windows, lost partitions dropped.
+    /// Returns how many entries came in.
+    fn apply_read(&mut self, reads: Result<Vec<PartRead>>) -> usize {
+        self.reading = false;
+        let reads = match reads {
+            Ok(r) => r,
+            Err(e) => {
+                self.ctx.counters.note_error(e);
+                return 0;
+            }
+        };
+        let mut got = 0;
+        for (p, room, entries) in reads {
+            let Some(entries) = entries else {
+                self.drop_part(p);
+                continue;
+            };
+            got += entries.len();
+            // A partition released meanwhile: its new owner claims what was read.
+            let Some(part) = self.owned.get_mut(&p) else {
+                continue;
+            };
+            part.more = entries.len() >= room;
+            for entry in entries {
+                if let Some(id) = entry_id(&entry.id) {
+                    part.window.insert(
+                        id,
+                        Slot {
+                            entry,
+                            state: SlotState::Ready,
+                        },
+                    );
                 }
             }
         }
-        Ok(got)
+        got
     }
 
     /// Takes over one page of partition `p`'s pending entries.
@@ -623,10 +647,12 @@ impl Driver {
             // A job only ends this way when aborted at shutdown.
             return false;
         };
-        if kind == Kind::Flush {
-            self.flushing = false;
-        }
         let mut more = false;
+        match kind {
+            Kind::Flush => self.flushing = false,
+            Kind::Read(reads) => more |= self.apply_read(reads) > 0,
+            Kind::Settle => {}
+        }
         for event in events {
             if let Event::Done(d) = event {
                 more |= self.finish(d);
@@ -687,4 +713,47 @@ impl Driver {
         // settled entry (the poll and publishes through this bus read anyway).
         part.more && part.window.len() * 2 <= self.ctx.shared.options.read_batch
     }
+}
+
+/// Reads up to `room` new entries of each partition (`read.lua`, which refuses a partition
+/// whose lease is gone: `None`), decoded. One call on a single node, one per partition
+/// (concurrently) on a cluster.
+async fn read_new(ctx: &Ctx, reading: &[(u32, usize)]) -> Result<Vec<PartRead>> {
+    let parts: Vec<u32> = reading.iter().map(|(p, _)| *p).collect();
+    let room = |p: u32| reading.iter().find(|(q, _)| *q == p).map_or(1, |(_, r)| *r);
+    let mut calls = Vec::new();
+    for chunk in ctx.shared.batches(&parts) {
+        let mut inv = scripts::READ.prepare_invoke();
+        for p in &chunk {
+            let keys = ctx.part(*p)?;
+            inv.key(keys.stream())
+                .key(keys.lease(ctx.group()))
+                .key(keys.attempts(ctx.group()));
+        }
+        inv.arg(ctx.group()).arg(ctx.consumer()).arg(&ctx.token);
+        for p in &chunk {
+            inv.arg(room(*p).max(1));
+        }
+        calls.push((chunk, inv));
+    }
+    let answers = futures::future::join_all(calls.iter().map(|(_, inv)| ctx.shared.conn.script(inv))).await;
+    let mut out = Vec::new();
+    for ((chunk, _), answer) in calls.iter().zip(answers) {
+        let answer = reply::array(answer?)?;
+        for (p, v) in chunk.iter().zip(answer) {
+            let (status, mut items) = reply::status(v)?;
+            if status != "ok" {
+                out.push((*p, room(*p), None));
+                continue;
+            }
+            let entries = reply::array(items.next().unwrap_or(Value::Nil))?;
+            ctx.counters.update_stats(*p, items.next());
+            let entries = entries
+                .into_iter()
+                .map(codec::entry)
+                .collect::<Result<Vec<_>>>()?;
+            out.push((*p, room(*p), Some(entries)));
+        }
+    }
+    Ok(out)
 }

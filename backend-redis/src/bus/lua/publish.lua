@@ -1,10 +1,14 @@
 -- Appends messages to partition streams in one step (all or nothing on one node).
 -- KEYS: partition streams; ARGV: count, then per message: KEYS index, id, key, priority,
 -- content type, headers, payload.
-for _, s in ipairs(KEYS) do
-  local t = redis.call('TYPE', s).ok
-  if t ~= 'none' and t ~= 'stream' then
-    return redis.error_reply('WRONGTYPE ' .. s .. ' is not a stream')
+-- Several streams: check them all before writing any. One stream: its first XADD fails
+-- before anything is written.
+if #KEYS > 1 then
+  for _, s in ipairs(KEYS) do
+    local t = redis.call('TYPE', s).ok
+    if t ~= 'none' and t ~= 'stream' then
+      return redis.error_reply('WRONGTYPE ' .. s .. ' is not a stream')
+    end
   end
 end
 local n = tonumber(ARGV[1])
