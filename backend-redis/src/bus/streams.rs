@@ -254,15 +254,13 @@ impl EventBus for RedisBus {
         let mut calls = Vec::new();
         for batch in self.shared.batches(&parts) {
             let mut inv = scripts::PUBLISH.prepare_invoke();
-            let mut count = 0usize;
             for p in &batch {
                 inv.key(self.shared.keys.part(topic, *p).stream());
-                count += by_part.get(p).map_or(0, Vec::len);
             }
-            inv.arg(count);
-            for (i, p) in batch.iter().enumerate() {
-                for m in by_part.get(p).into_iter().flatten() {
-                    inv.arg(i + 1);
+            for p in &batch {
+                let messages = by_part.get(p).map_or(&[][..], Vec::as_slice);
+                inv.arg(messages.len());
+                for m in messages {
                     codec::encode_args(m, &mut inv);
                 }
             }
