@@ -20,6 +20,7 @@ use super::driver::{JobDone, Outcome};
 use super::{lock, Ctx, InFlight};
 use crate::bus::{codec, scripts};
 use crate::conn::reply;
+use crate::error::unexpected;
 
 /// How a delivery is settled.
 pub(super) enum Settle {
@@ -127,7 +128,9 @@ impl Ctx {
                 let part = answers.next().map(|v| self.started_part(p, v));
                 match part {
                     Some(Ok(Some(results))) => {
-                        for (pick, r) in picks.into_iter().zip(results) {
+                        let mut results = results.into_iter();
+                        for pick in picks {
+                            let r = [results.next(), results.next(), results.next()];
                             out.push(self.started_one(pick, r));
                         }
                     }
@@ -163,20 +166,28 @@ impl Ctx {
         Ok(Some(results))
     }
 
-    fn started_one(&self, pick: Pick, r: Value) -> Event {
+    /// One entry's result: three items, `ok` with the attempt and the ms since the first
+    /// attempt, `gone`, or `parked` with the id it is parked behind.
+    fn started_one(&self, pick: Pick, r: [Option<Value>; 3]) -> Event {
         let (p, id) = (pick.p, pick.id);
-        let (status, mut items) = match reply::status(r) {
-            Ok(s) => s,
-            Err(e) => {
+        let [status, a, b] = r;
+        let status = match status.map(reply::string) {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
                 self.counters.note_error(e);
+                self.release_breaker();
+                return done(p, id, Outcome::Failed);
+            }
+            None => {
+                self.counters.note_error(unexpected("a short start answer"));
                 self.release_breaker();
                 return done(p, id, Outcome::Failed);
             }
         };
         match status.as_str() {
             "ok" => {
-                let attempt = reply::next_u64(&mut items).unwrap_or(1);
-                let elapsed = reply::next_u64(&mut items).unwrap_or(0);
+                let attempt = a.map_or(Ok(1), reply::u64).unwrap_or(1);
+                let elapsed = b.map_or(Ok(0), reply::u64).unwrap_or(0);
                 Event::Start(Started {
                     pick,
                     attempt,

@@ -11,15 +11,10 @@ for i = 1, #KEYS, 4 do
   if redis.call('GET', l) ~= token then
     out[#out + 1] = {'lost'}
   else
-    local ids, fields = {}, {}
-    for j = 0, n - 1 do
-      local id = ARGV[a + j]
-      ids[#ids + 1] = id
-      fields[#fields + 1] = id
-      fields[#fields + 1] = 'f:' .. id
-    end
+    local ids = {}
+    for j = 0, n - 1 do ids[#ids + 1] = ARGV[a + j] end
     each_chunk(ids, function(...) redis.call('XACK', s, group, ...) end)
-    each_chunk(fields, function(...) redis.call('HDEL', at, ...) end)
+    each_chunk(ids, function(...) redis.call('HDEL', at, ...) end)
     if redis.call('EXISTS', r) == 1 then
       each_chunk(ids, function(...) redis.call('ZREM', r, ...) end)
     end

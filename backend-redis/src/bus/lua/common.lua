@@ -50,9 +50,16 @@ local function stats(stream, group, attempts, bump)
   return {v, added, lag + pending}
 end
 
--- Forgets an entry's attempt counter, first-attempt time and retry schedule.
+-- An entry's attempt record in the attempts hash is 'count:first attempt ms' (one field,
+-- so starting and acknowledging touch one field per entry). The count, '0' when none.
+local function attempts_of(attempts, id)
+  local v = redis.call('HGET', attempts, id)
+  return v and string.match(v, '^(%d+)') or '0'
+end
+
+-- Forgets an entry's attempt record and retry schedule.
 local function forget(attempts, retry, id)
-  redis.call('HDEL', attempts, id, 'f:' .. id)
+  redis.call('HDEL', attempts, id)
   redis.call('ZREM', retry, id)
 end
 

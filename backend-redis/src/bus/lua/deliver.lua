@@ -1,12 +1,12 @@
 -- Starts deliveries, many in one call: per partition, checks the lease (and restarts its ack
 -- timeout), then per entry dead-letters it as parked when an earlier message of its key is in
 -- the dead letter (acking and skipping it instead if it was deleted), else counts the attempt
--- (our own counter, with the first attempt's time) and takes it off the retry schedule.
+-- (our own record: count and first attempt's time) and takes it off the retry schedule.
 -- KEYS: per partition stream, lease, attempts, retry, parked, dead; ARGV: group, token,
 -- ttl (ms), then per partition a count n and n pairs (entry id, message key).
 -- Returns per partition {'lost'} or {'ok', results, stats (empty when nothing was acked)},
--- a result per entry being
--- {'gone'}, {'parked', behind} or {'ok', attempt, ms since the first attempt}.
+-- results holding three items per entry, flat: 'gone', 0, 0 / 'parked', behind, 0 / 'ok',
+-- attempt, ms since the first attempt.
 local group, token, ttl = ARGV[1], ARGV[2], ARGV[3]
 local out, a = {}, 4
 local now = nil
@@ -35,43 +35,38 @@ for i = 1, #KEYS, 6 do
       if e and #e == 0 then
         redis.call('XACK', k[1], group, id)
         forget(k[3], k[4], id)
-        res[j] = {'gone'}
+        res[3 * j - 2], res[3 * j - 1], res[3 * j] = 'gone', 0, 0
         changed = true
       elseif behind then
-        local c = redis.call('HGET', k[3], id) or '0'
-        dead_letter(k, group, id, e[1][2], 'parked', behind, c)
-        res[j] = {'parked', behind}
+        dead_letter(k, group, id, e[1][2], 'parked', behind, attempts_of(k[3], id))
+        res[3 * j - 2], res[3 * j - 1], res[3 * j] = 'parked', behind, 0
         changed = true
       else
         starts[#starts + 1] = j
         ids[j] = id
       end
     end
-    -- The attempt counters of the started entries: one read and one write for all.
+    -- The attempt records of the started entries: one read and one write for all.
     if #starts > 0 then
       now = now or now_ms()
       local fields = {}
-      for _, j in ipairs(starts) do
-        fields[#fields + 1] = ids[j]
-        fields[#fields + 1] = 'f:' .. ids[j]
-      end
+      for x, j in ipairs(starts) do fields[x] = ids[j] end
       local old = {}
       each_chunk(fields, function(...)
         for _, v in ipairs(redis.call('HMGET', k[3], ...)) do old[#old + 1] = v end
       end)
       local set, started = {}, {}
       for x, j in ipairs(starts) do
-        local c = tonumber(old[2 * x - 1] or '0') + 1
-        local first = old[2 * x]
-        set[#set + 1] = ids[j]
-        set[#set + 1] = c
-        if not first then
-          first = now
-          set[#set + 1] = 'f:' .. ids[j]
-          set[#set + 1] = now
+        local c, first = 1, now
+        if old[x] then
+          local n, f = string.match(old[x], '^(%d+):?(%d*)$')
+          c = tonumber(n or '0') + 1
+          if f and f ~= '' then first = f end
         end
+        set[#set + 1] = ids[j]
+        set[#set + 1] = c .. ':' .. first
         started[#started + 1] = ids[j]
-        res[j] = {'ok', c, tonumber(now) - tonumber(first)}
+        res[3 * j - 2], res[3 * j - 1], res[3 * j] = 'ok', c, tonumber(now) - tonumber(first)
       end
       each_chunk(set, function(...) redis.call('HSET', k[3], ...) end)
       if retry then each_chunk(started, function(...) redis.call('ZREM', k[4], ...) end) end
