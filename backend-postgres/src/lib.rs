@@ -4,7 +4,9 @@
 //! trait of `cqrs-core`: [`EventStore`](cqrs_core::EventStore),
 //! [`SnapshotStore`](cqrs_core::SnapshotStore), [`StateStore`](cqrs_core::StateStore),
 //! [`ReadStore`](cqrs_core::ReadStore), [`CheckpointStore`](cqrs_core::CheckpointStore)
-//! (leases with fencing epochs) and [`Admin`](cqrs_core::Admin).
+//! (leases with fencing epochs) and [`Admin`](cqrs_core::Admin). [`PgBus`] is an outbox event bus
+//! on the same pool and schema (messages published inside the caller's transaction, read under
+//! the same transaction-id horizon as the log).
 //!
 //! - Everything lives in one schema (default `cqrs`), named by a validated, quoted,
 //!   schema-qualified identifier in every statement (never `search_path`); the migrations
@@ -42,6 +44,7 @@ pub struct ReadmeDoctests;
 
 mod admin;
 mod backend;
+mod bus;
 mod checkpoint_store;
 mod error;
 mod event_store;
@@ -55,6 +58,7 @@ mod state_store;
 pub mod testing;
 
 pub use backend::PgBackend;
+pub use bus::{PgBus, PgBusOptions};
 
 use cqrs_core::{Error, Result, Stores};
 

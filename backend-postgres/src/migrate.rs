@@ -9,6 +9,12 @@ use crate::{error, PgBackend};
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "events", include_str!("../migrations/0001_events.sql")),
     (2, "stores", include_str!("../migrations/0002_stores.sql")),
+    (3, "bus", include_str!("../migrations/0003_bus.sql")),
+    (
+        4,
+        "json_i64 without a subtransaction",
+        include_str!("../migrations/0004_json_i64_without_subtransaction.sql"),
+    ),
 ];
 
 /// Creates the schema and its migrations table.

@@ -3,7 +3,7 @@
 //! clock.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     ops::Bound,
 };
 
@@ -525,22 +525,31 @@ impl ReadStore for PgBackend {
         // id wins, as applying them in order would); a delete or another collection ends the
         // run, so the order of changes is kept.
         let mut run: Vec<Document> = Vec::new();
+        let mut at: HashMap<String, usize> = HashMap::new();
         let mut run_collection = String::new();
         for change in changes {
             match change {
                 Change::Upsert { collection, document } if collection == run_collection || run.is_empty() => {
                     run_collection = collection;
-                    run.retain(|d| d.id != document.id);
-                    run.push(document);
+                    match at.get(&document.id).and_then(|&i| run.get_mut(i)) {
+                        Some(earlier) => *earlier = document,
+                        None => {
+                            at.insert(document.id.clone(), run.len());
+                            run.push(document);
+                        }
+                    }
                 }
                 Change::Upsert { collection, document } => {
                     self.write_documents(&mut tx, &run_collection, &run).await?;
+                    at.clear();
+                    at.insert(document.id.clone(), 0);
                     run = vec![document];
                     run_collection = collection;
                 }
                 Change::Delete { collection, id } => {
                     self.write_documents(&mut tx, &run_collection, &run).await?;
                     run.clear();
+                    at.clear();
                     self.delete_in(&mut tx, &collection, &id).await?;
                 }
             }

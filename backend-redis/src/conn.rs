@@ -11,7 +11,7 @@ use redis::{
     aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
     cluster::ClusterClient,
     cluster_async::ClusterConnection,
-    Cmd, Pipeline, RedisFuture, Value,
+    Cmd, IntoConnectionInfo, Pipeline, ProtocolVersion, RedisFuture, Value,
 };
 
 use crate::error::{redis_error, unexpected};
@@ -42,6 +42,24 @@ impl std::fmt::Debug for Conn {
 impl Conn {
     /// Connects as `options` say, with explicit connection and response timeouts.
     pub(crate) async fn connect(options: &RedisStoreOptions) -> Result<Self> {
+        Conn::connect_inner(options, None).await
+    }
+
+    /// Connects as [`Conn::connect`] does, but speaks RESP3 and hands every push message
+    /// (Pub/Sub messages, disconnection notices) to `push`: the only way redis-rs offers
+    /// Pub/Sub on a cluster connection, and on a single node it makes the connection
+    /// manager re-subscribe by itself after a reconnect. `push` must not block.
+    pub(crate) async fn connect_with_push(
+        options: &RedisStoreOptions,
+        push: impl redis::aio::AsyncPushSender,
+    ) -> Result<Self> {
+        Conn::connect_inner(options, Some(std::sync::Arc::new(push))).await
+    }
+
+    async fn connect_inner(
+        options: &RedisStoreOptions,
+        push: Option<Arc<dyn redis::aio::AsyncPushSender>>,
+    ) -> Result<Self> {
         let target = options.target()?;
         if options.url.to_ascii_lowercase().starts_with("rediss") {
             // rustls needs a process-wide crypto provider; another crate may have installed
@@ -53,15 +71,23 @@ impl Conn {
                 let bad = |e: redis::RedisError| {
                     Error::invalid(format!("bad Redis URL {}: {e}", crate::options::redact(&url)))
                 };
+                let mut info = url.as_str().into_connection_info().map_err(bad)?;
+                if push.is_some() {
+                    let redis = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
+                    info = info.set_redis_settings(redis);
+                }
                 let client = match &options.tls_root_certificate {
-                    Some(pem) => redis::Client::build_with_tls(url.as_str(), certificates(pem)),
-                    None => redis::Client::open(url.as_str()),
+                    Some(pem) => redis::Client::build_with_tls(info, certificates(pem)),
+                    None => redis::Client::open(info),
                 }
                 .map_err(bad)?;
-                let config = ConnectionManagerConfig::new()
+                let mut config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(options.connection_timeout))
                     .set_response_timeout(Some(options.response_timeout))
                     .set_number_of_retries(2);
+                if let Some(push) = push {
+                    config = config.set_push_sender(move |info| push.send(info));
+                }
                 Inner::Single(
                     client
                         .get_connection_manager_with_config(config)
@@ -73,6 +99,11 @@ impl Conn {
                 let mut builder = ClusterClient::builder(nodes);
                 if let Some(pem) = &options.tls_root_certificate {
                     builder = builder.certs(certificates(pem));
+                }
+                if let Some(push) = push {
+                    builder = builder
+                        .use_protocol(ProtocolVersion::RESP3)
+                        .push_sender(move |info| push.send(info));
                 }
                 let client = builder
                     .connection_timeout(options.connection_timeout)
@@ -92,6 +123,27 @@ impl Conn {
     /// True on a Redis Cluster.
     pub(crate) fn is_cluster(&self) -> bool {
         matches!(self.inner, Inner::Cluster(_))
+    }
+
+    /// Subscribes to a Pub/Sub channel (needs [`Conn::connect_with_push`]); returns once
+    /// the server confirmed it, so a message published afterwards reaches the push sender.
+    pub(crate) async fn subscribe(&self, channel: &str) -> Result<()> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        match self.inner.clone() {
+            Inner::Single(mut c) => c.subscribe(channel).await,
+            Inner::Cluster(mut c) => c.subscribe(channel).await,
+        }
+        .map_err(redis_error)
+    }
+
+    /// Unsubscribes from a Pub/Sub channel.
+    pub(crate) async fn unsubscribe(&self, channel: &str) -> Result<()> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        match self.inner.clone() {
+            Inner::Single(mut c) => c.unsubscribe(channel).await,
+            Inner::Cluster(mut c) => c.unsubscribe(channel).await,
+        }
+        .map_err(redis_error)
     }
 
     /// Requests sent so far (pipelines count once).

@@ -176,25 +176,41 @@ pub(crate) fn decode_event(stream: &StreamId, partition: u32, entry: Value) -> R
     let corrupt = |what: &str| Error::corrupt(format!("event {version} of {stream}: {what}"));
     let mut packed = None;
     let mut commit = None;
-    let mut fields = reply::array(parts.next().unwrap_or(Value::Nil))?.into_iter();
+    let fields = reply::array(parts.next().unwrap_or(Value::Nil))?;
+    let appended = fields.len() == 2 && !matches!(fields.first(), Some(Value::BulkString(k)) if k == b"d");
+    let mut fields = fields.into_iter();
     while let (Some(k), Some(v)) = (fields.next(), fields.next()) {
+        if appended {
+            // Appended: one field named "<log entry> <first version of the commit>".
+            commit = Some((reply::string(k)?, true));
+            packed = Some(reply::bytes(v)?);
+            break;
+        }
         match reply::bytes(k)?.as_slice() {
             b"d" => packed = Some(reply::bytes(v)?),
-            b"c" => commit = Some(reply::string(v)?),
+            // Imported: "<log entry> <index> <recorded ms>".
+            b"c" => commit = Some((reply::string(v)?, false)),
             _ => {}
         }
     }
     let data = unpack(packed.ok_or_else(|| corrupt("no data"))?, &corrupt)?;
-    let commit = commit.ok_or_else(|| corrupt("no commit"))?;
+    let (commit, by_first) = commit.ok_or_else(|| corrupt("no commit"))?;
     let mut c = commit.split(' ');
     let [ms, seq] = c
         .next()
         .and_then(parse_entry_id)
         .ok_or_else(|| corrupt("log entry"))?;
-    let index: u64 = c
+    let number: u64 = c
         .next()
         .and_then(|x| x.parse().ok())
         .ok_or_else(|| corrupt("index"))?;
+    let index = if by_first {
+        version
+            .checked_sub(number)
+            .ok_or_else(|| corrupt("first version after the event"))?
+    } else {
+        number
+    };
     let at = match c.next() {
         Some(t) => t.parse::<i64>().map_err(|_| corrupt("timestamp"))?,
         None => i64::try_from(ms).map_err(|_| corrupt("timestamp"))?,
@@ -418,6 +434,9 @@ impl EventStore for RedisBackend {
             .arg(n)
             .arg(events.len());
         for e in &events {
+            inv.arg(e.event_id.as_uuid().as_bytes());
+        }
+        for e in &events {
             inv.arg(pack(e)?);
         }
         let (status, mut items) = reply::status(self.conn.script(&inv).await?)?;
@@ -609,5 +628,42 @@ mod tests {
         let mut bad = packed.clone();
         bad[21] = 9;
         assert!(matches!(unpack(bad, &corrupt), Err(Error::Corrupt { .. })));
+    }
+
+    /// Appended entries carry their commit in the one field's name; imported ones (and
+    /// entries written before that form) in a `c` field with the event's index.
+    #[test]
+    fn both_stored_entry_forms_decode_to_the_same_position() {
+        let e = EventData::new("Placed", ContentType::Json, b"{}".to_vec());
+        let stream = StreamId::new("s").unwrap();
+        let bulk = |b: &[u8]| Value::BulkString(b.to_vec());
+        let appended = Value::Array(vec![
+            bulk(b"0-12"),
+            Value::Array(vec![bulk(b"1700000000000-3 10"), bulk(&pack(&e).unwrap())]),
+        ]);
+        let imported = Value::Array(vec![
+            bulk(b"0-12"),
+            Value::Array(vec![
+                bulk(b"d"),
+                bulk(&pack(&e).unwrap()),
+                bulk(b"c"),
+                bulk(b"1700000000000-3 2 1699999999999"),
+            ]),
+        ]);
+        let a = decode_event(&stream, 0, appended).unwrap();
+        let b = decode_event(&stream, 0, imported).unwrap();
+        assert_eq!(a.position, Position::new(0, [1_700_000_000_000, 3, 2]));
+        assert_eq!(a.position, b.position);
+        assert_eq!(a.recorded_at, Timestamp::from_millis(1_700_000_000_000));
+        assert_eq!(b.recorded_at, Timestamp::from_millis(1_699_999_999_999));
+        assert_eq!((a.version, a.data), (12, e));
+        let ahead = Value::Array(vec![
+            bulk(b"0-12"),
+            Value::Array(vec![bulk(b"1700000000000-3 13"), bulk(&pack(&b.data).unwrap())]),
+        ]);
+        assert!(matches!(
+            decode_event(&stream, 0, ahead),
+            Err(Error::Corrupt { .. })
+        ));
     }
 }

@@ -49,7 +49,9 @@ mod snapshot_store;
 mod state_store;
 
 pub use backend::{connect, RedisBackend};
-pub use bus::{RedisBus, RedisBusOptions};
+pub use bus::{
+    Dequeued, Enqueued, FifoOptions, FifoQueue, PubSubOptions, RedisBus, RedisBusOptions, RedisPubSubBus,
+};
 
 /// The README's examples, compiled as doctests.
 #[cfg(doctest)]

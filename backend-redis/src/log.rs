@@ -84,7 +84,7 @@ impl RedisBackend {
         let mut exhausted = true;
         for p in 0..partitions {
             let after = from.get(p).map(|pos| pos.offset);
-            let (mut part, done) = self.scan_partition(p, after, budget, filter).await?;
+            let (mut part, done) = self.scan_partition(p, after, budget, max, filter).await?;
             exhausted &= done;
             items.append(&mut part);
         }
@@ -116,13 +116,15 @@ impl RedisBackend {
         })
     }
 
-    /// Reads up to `budget` commits of partition `p` after `after` and expands them.
-    /// Returns the items and whether the partition's end was reached.
+    /// Reads up to `budget` commits of partition `p` after `after` and expands them into at
+    /// most `need` wanted events. Returns the items and whether the partition's end was
+    /// reached.
     async fn scan_partition(
         &self,
         p: u32,
         after: Option<[u64; 3]>,
         budget: usize,
+        need: usize,
         filter: &EventFilter,
     ) -> Result<(Vec<Item>, bool)> {
         let log = self.keys.partition(p, LOG);
@@ -179,21 +181,32 @@ impl RedisBackend {
             let start = c.from;
             commits.push((c, start));
         }
-        // Expand whole commits, but not many more events than a page can use.
-        let event_budget = u64::try_from(budget.saturating_mul(10)).unwrap_or(u64::MAX);
+        // Expand no more events than the page can use: commits of streams the filter wants
+        // count toward `need`, and the last one is cut where the page fills (the next page
+        // starts inside it). Expanding ten pages' worth and throwing nine away made a page
+        // of 500 from 500-event commits parse every event ten times.
+        let wanted = |c: &Commit| {
+            filter
+                .stream_prefix
+                .as_deref()
+                .is_none_or(|prefix| c.stream.starts_with(prefix))
+        };
+        let need = u64::try_from(need.max(1)).unwrap_or(u64::MAX);
         let mut total = 0u64;
-        let keep = commits
-            .iter()
-            .take_while(|(c, start)| {
-                let fits = total < event_budget;
-                total = total.saturating_add(c.to.saturating_sub(*start).saturating_add(1));
-                fits
-            })
-            .count()
-            .max(1);
-        if keep < commits.len() {
-            commits.truncate(keep);
-            done = false;
+        let mut cut = Vec::with_capacity(commits.len());
+        for (c, start) in commits.drain(..) {
+            if total >= need {
+                done = false;
+                break;
+            }
+            let mut end = c.to;
+            if wanted(&c) {
+                end = end.min(start.saturating_add(need - total - 1));
+                total = total.saturating_add(end - start + 1);
+                // The rest of the commit is still to be read.
+                done &= end == c.to;
+            }
+            cut.push((c, start, end));
         }
 
         // Expand: one head read (visibility) and one XRANGE per stream of the window
@@ -201,24 +214,20 @@ impl RedisBackend {
         // keys share the partition's slot.
         let mut ranges: Vec<(String, u64, u64)> = Vec::new();
         let mut range_of: HashMap<String, usize> = HashMap::new();
-        for (c, start) in &commits {
-            let wanted = filter
-                .stream_prefix
-                .as_deref()
-                .is_none_or(|prefix| c.stream.starts_with(prefix));
-            if !wanted {
+        for (c, start, end) in &cut {
+            if !wanted(c) {
                 continue;
             }
             match range_of.get(&c.stream) {
                 Some(&i) => {
                     if let Some(r) = ranges.get_mut(i) {
                         r.1 = r.1.min(*start);
-                        r.2 = r.2.max(c.to);
+                        r.2 = r.2.max(*end);
                     }
                 }
                 None => {
                     range_of.insert(c.stream.clone(), ranges.len());
-                    ranges.push((c.stream.clone(), *start, c.to));
+                    ranges.push((c.stream.clone(), *start, *end));
                 }
             }
         }
@@ -254,10 +263,10 @@ impl RedisBackend {
             fetched.push((st.as_deref() == Some("L"), vf, events));
         }
         let mut items = Vec::new();
-        for (c, start) in commits {
+        for (c, start, end) in cut {
             let offset = |v: u64| [c.id[0], c.id[1], v - c.from];
             let Some(&r) = range_of.get(&c.stream) else {
-                items.extend((start..=c.to).map(|v| Item {
+                items.extend((start..=end).map(|v| Item {
                     partition: p,
                     offset: offset(v),
                     event: None,
@@ -267,7 +276,7 @@ impl RedisBackend {
             let Some((live, vf, events)) = fetched.get_mut(r) else {
                 continue;
             };
-            for v in start..=c.to {
+            for v in start..=end {
                 let found = events
                     .binary_search_by_key(&v, |(version, _)| *version)
                     .ok()

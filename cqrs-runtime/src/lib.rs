@@ -11,8 +11,10 @@ pub mod projection;
 pub mod relay;
 mod retry;
 pub mod rewrite;
+mod task;
 
 pub use migrate::{Migration, MigrationOptions, Progress, Verification};
 pub use projection::{Projection, ProjectionRunner, RunnerHandle, RunnerOptions, RunnerState, RunnerStatus};
 pub use relay::{event_message, Relay, RelayHandle, RelayOptions, RelayStatus};
 pub use retry::RetryPolicy;
+pub use task::Handle;

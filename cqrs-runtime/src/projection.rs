@@ -38,12 +38,15 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use cqrs_core::{
-    BoxError, Change, Checkpoint, CheckpointStore, CheckpointUpdate, Clock, Error, EventFilter, EventStore,
-    Lease, ReadStore, RecordedEvent, Result, Stores, SystemClock,
+    Batch, BoxError, Change, Checkpoint, CheckpointStore, CheckpointUpdate, Clock, Error, EventFilter,
+    EventStore, Lease, ReadStore, RecordedEvent, Result, Stores, SystemClock,
 };
 use tokio::{sync::watch, task::JoinHandle, time::Instant};
 
-use crate::RetryPolicy;
+use crate::{
+    task::{pause, Handle},
+    RetryPolicy,
+};
 
 /// A read model fed from the store-wide log.
 #[async_trait]
@@ -259,90 +262,27 @@ impl ProjectionRunner {
     }
 
     fn spawn(self, rebuild: bool) -> RunnerHandle {
-        let (status_tx, status_rx) = watch::channel(RunnerStatus::new());
-        let (stop_tx, stop_rx) = watch::channel(false);
         let name = self.projection.name().to_owned();
-        let task = tokio::spawn(
+        Handle::spawn("projection", name, RunnerStatus::new(), move |status, stop| {
             Worker {
                 runner: self,
-                status: status_tx,
-                stop: stop_rx,
+                status,
+                stop,
                 rebuild,
+                ahead: None,
             }
-            .run(),
-        );
-        RunnerHandle {
-            name,
-            status: status_rx,
-            stop: stop_tx,
-            task,
-        }
+            .run()
+        })
     }
 }
 
 /// A started runner: watch it, wait on it, stop it.
-#[derive(Debug)]
-pub struct RunnerHandle {
-    name: String,
-    status: watch::Receiver<RunnerStatus>,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
-}
+pub type RunnerHandle = Handle<RunnerStatus>;
 
-impl RunnerHandle {
-    /// The projection's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The current status.
-    pub fn status(&self) -> RunnerStatus {
-        self.status.borrow().clone()
-    }
-
+impl Handle<RunnerStatus> {
     /// The current state.
     pub fn state(&self) -> RunnerState {
-        self.status.borrow().state
-    }
-
-    /// Waits until `condition` holds for the status, or `timeout` passes.
-    ///
-    /// # Errors
-    /// [`Error::Unavailable`] naming the projection when the timeout passes first, or when the
-    /// runner's task ended.
-    pub async fn wait_until(
-        &self,
-        condition: impl Fn(&RunnerStatus) -> bool,
-        timeout: Duration,
-    ) -> Result<RunnerStatus> {
-        let mut rx = self.status.clone();
-        let waited = tokio::time::timeout(timeout, rx.wait_for(|s| condition(s))).await;
-        match waited {
-            Ok(Ok(status)) => Ok(status.clone()),
-            Ok(Err(_)) => Err(Error::unavailable(
-                cqrs_core::Outcome::NotSent,
-                format!("projection {}: the runner's task ended", self.name),
-            )),
-            Err(_) => Err(Error::unavailable(
-                cqrs_core::Outcome::NotSent,
-                format!(
-                    "projection {}: condition not reached within {timeout:?}; status {:?}",
-                    self.name,
-                    self.status()
-                ),
-            )),
-        }
-    }
-
-    /// Stops the runner: the batch in hand is committed (or abandoned before its commit),
-    /// the lease is released, and the final status is returned.
-    ///
-    /// # Errors
-    /// [`Error::Backend`] if the runner's task panicked.
-    pub async fn stop(self) -> Result<RunnerStatus> {
-        let _ = self.stop.send(true);
-        self.task.await.map_err(|e| Error::backend("runtime", e))?;
-        Ok(self.status.borrow().clone())
+        self.status().state
     }
 }
 
@@ -358,6 +298,15 @@ struct Worker {
     status: watch::Sender<RunnerStatus>,
     stop: watch::Receiver<bool>,
     rebuild: bool,
+    /// The next page, read while the current one is handled and committed (reading the log
+    /// and writing the model overlap instead of taking turns); keyed by where it starts.
+    ahead: Option<(Checkpoint, JoinHandle<Result<Batch>>)>,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.drop_ahead();
+    }
 }
 
 impl Worker {
@@ -382,13 +331,7 @@ impl Worker {
 
     /// Sleeps `d` unless a stop is requested first; returns true when stopping.
     async fn pause(&mut self, d: Duration) -> bool {
-        if *self.stop.borrow() {
-            return true;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(d) => *self.stop.borrow(),
-            _ = self.stop.changed() => true,
-        }
+        pause(&mut self.stop, d).await
     }
 
     async fn run(mut self) {
@@ -440,6 +383,8 @@ impl Worker {
 
     /// Works while holding `lease`.
     async fn lead(&mut self, mut lease: Lease) -> Exit {
+        // A page read ahead under an earlier lease may predate a reset or another leader.
+        self.drop_ahead();
         let ttl = self.runner.options.lease_ttl;
         let mut renewed = Instant::now();
         if self.rebuild {
@@ -496,15 +441,54 @@ impl Worker {
         }
     }
 
+    fn drop_ahead(&mut self) {
+        if let Some((_, read)) = self.ahead.take() {
+            read.abort();
+        }
+    }
+
+    /// The page at `cp`: the one read ahead when it starts there, else a fresh read.
+    async fn read_page(&mut self, cp: &Checkpoint) -> Result<Batch> {
+        match self.ahead.take() {
+            Some((from, read)) if from == *cp => match read.await {
+                Ok(page) => page,
+                Err(e) => Err(Error::backend("runtime", e)),
+            },
+            other => {
+                if let Some((_, read)) = other {
+                    read.abort();
+                }
+                let filter = self.runner.projection.filter();
+                self.runner
+                    .events
+                    .read_all(cp, self.runner.options.batch_size, &filter)
+                    .await
+            }
+        }
+    }
+
+    /// Starts reading the page after `batch` while it is handled and committed. Reading
+    /// ahead is safe: the log does not depend on the model, and a page read for a
+    /// checkpoint that is never committed is dropped.
+    fn read_ahead(&mut self, batch: &Batch) {
+        self.drop_ahead();
+        if batch.caught_up {
+            return;
+        }
+        let (events, from, max, filter) = (
+            self.runner.events.clone(),
+            batch.next.clone(),
+            self.runner.options.batch_size,
+            self.runner.projection.filter(),
+        );
+        let at = from.clone();
+        let read = tokio::spawn(async move { events.read_all(&from, max, &filter).await });
+        self.ahead = Some((at, read));
+    }
+
     /// Reads, handles and commits one batch. `Ok(true)` when caught up.
     async fn step(&mut self, lease: &Lease, cp: &mut Checkpoint) -> std::result::Result<bool, Exit> {
-        let filter = self.runner.projection.filter();
-        let batch = match self
-            .runner
-            .events
-            .read_all(cp, self.runner.options.batch_size, &filter)
-            .await
-        {
+        let batch = match self.read_page(cp).await {
             Ok(b) => b,
             Err(e) => {
                 self.note_error(&e);
@@ -515,6 +499,7 @@ impl Worker {
                 return Ok(true);
             }
         };
+        self.read_ahead(&batch);
         let mut changes = Vec::new();
         let mut handled_to = cp.clone();
         let mut handled = 0u64;

@@ -48,12 +48,15 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use cqrs_core::{
     bus::{EventBus, Message, MessageId, Priority},
-    Checkpoint, CheckpointStore, Clock, Error, EventFilter, EventStore, Lease, RecordedEvent, Result, Stores,
+    Checkpoint, CheckpointStore, Clock, Error, EventFilter, EventStore, Lease, RecordedEvent, Stores,
     SystemClock,
 };
-use tokio::{sync::watch, task::JoinHandle, time::Instant};
+use tokio::{sync::watch, time::Instant};
 
-use crate::RunnerState;
+use crate::{
+    task::{pause, Handle},
+    RunnerState,
+};
 
 /// The headers a relayed message carries besides the event's own metadata.
 pub mod headers {
@@ -253,92 +256,20 @@ impl Relay {
     /// Starts the relay on the current tokio runtime: it takes the lease (or stands by until
     /// it can), then publishes from its checkpoint and follows the log.
     pub fn start(self) -> RelayHandle {
-        let (status_tx, status_rx) = watch::channel(RelayStatus::new());
-        let (stop_tx, stop_rx) = watch::channel(false);
         let name = self.options.name.clone();
-        let task = tokio::spawn(
+        Handle::spawn("relay", name, RelayStatus::new(), move |status, stop| {
             RelayWorker {
                 relay: self,
-                status: status_tx,
-                stop: stop_rx,
+                status,
+                stop,
             }
-            .run(),
-        );
-        RelayHandle {
-            name,
-            status: status_rx,
-            stop: stop_tx,
-            task,
-        }
+            .run()
+        })
     }
 }
 
-/// A started relay: watch it, wait on it, stop it.
-#[derive(Debug)]
-pub struct RelayHandle {
-    name: String,
-    status: watch::Receiver<RelayStatus>,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
-}
-
-impl RelayHandle {
-    /// The relay's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The current status.
-    pub fn status(&self) -> RelayStatus {
-        self.status.borrow().clone()
-    }
-
-    /// Waits until `condition` holds for the status, or `timeout` passes.
-    ///
-    /// # Errors
-    /// [`Error::Unavailable`] naming the relay when the timeout passes first, or when its
-    /// task ended.
-    pub async fn wait_until(
-        &self,
-        condition: impl Fn(&RelayStatus) -> bool,
-        timeout: Duration,
-    ) -> Result<RelayStatus> {
-        let mut rx = self.status.clone();
-        let waited = tokio::time::timeout(timeout, rx.wait_for(|s| condition(s))).await;
-        match waited {
-            Ok(Ok(status)) => Ok(status.clone()),
-            Ok(Err(_)) => Err(Error::unavailable(
-                cqrs_core::Outcome::NotSent,
-                format!("relay {}: its task ended", self.name),
-            )),
-            Err(_) => Err(Error::unavailable(
-                cqrs_core::Outcome::NotSent,
-                format!(
-                    "relay {}: condition not reached within {timeout:?}; status {:?}",
-                    self.name,
-                    self.status()
-                ),
-            )),
-        }
-    }
-
-    /// Stops the relay: the batch in hand finishes (published and checkpointed) or is
-    /// abandoned before its publish, the lease is released, and the final status returned.
-    ///
-    /// # Errors
-    /// [`Error::Backend`] if the relay's task panicked.
-    pub async fn stop(self) -> Result<RelayStatus> {
-        let _ = self.stop.send(true);
-        self.task.await.map_err(|e| Error::backend("runtime", e))?;
-        Ok(self.status.borrow().clone())
-    }
-
-    /// Stops at once as a crashed process would: nothing is released; another instance
-    /// takes over once the lease expires and re-publishes what was not checkpointed.
-    pub fn abort(self) {
-        self.task.abort();
-    }
-}
+/// A started relay: watch it, wait on it, stop it, or [`Handle::abort`] it as a crash would.
+pub type RelayHandle = Handle<RelayStatus>;
 
 /// Why the leading loop gave up its lease.
 enum Exit {
@@ -380,13 +311,7 @@ impl RelayWorker {
 
     /// Sleeps `d` unless a stop is requested first; returns true when stopping.
     async fn pause(&mut self, d: Duration) -> bool {
-        if *self.stop.borrow() {
-            return true;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(d) => *self.stop.borrow(),
-            _ = self.stop.changed() => true,
-        }
+        pause(&mut self.stop, d).await
     }
 
     /// The instant a lease asked for at `asked` stops being ours for certain: the store

@@ -27,15 +27,15 @@ struct Span {
     end: Instant,
 }
 
-/// Records its publish calls into a shared log, then forwards them; optionally stalls the
-/// `stall_at`-th call (a leader paused mid-publish: GC, a stopped VM).
+/// Records its publish calls into a shared log, then forwards them; optionally stalls every
+/// call from the `stall_from`-th on (a leader paused mid-publish: GC, a stopped VM).
 #[derive(Debug)]
 struct Recording {
     owner: &'static str,
     inner: Arc<dyn EventBus>,
     log: Arc<Mutex<Vec<Span>>>,
     calls: Mutex<usize>,
-    stall_at: Option<usize>,
+    stall_from: Option<usize>,
 }
 
 /// Writes the span when the publish returns or its future is dropped.
@@ -70,7 +70,7 @@ impl EventBus for Recording {
             *calls += 1;
             *calls
         };
-        if self.stall_at == Some(n) {
+        if self.stall_from.is_some_and(|from| n >= from) {
             std::future::pending::<()>().await;
         }
         self.inner.publish(topic, messages).await
@@ -138,13 +138,13 @@ async fn world() -> World {
 }
 
 impl World {
-    fn relay(&self, owner: &'static str, stall_at: Option<usize>) -> RelayHandle {
+    fn relay(&self, owner: &'static str, stall_from: Option<usize>) -> RelayHandle {
         let bus = Arc::new(Recording {
             owner,
             inner: self.bus.clone(),
             log: self.log.clone(),
             calls: Mutex::new(0),
-            stall_at,
+            stall_from,
         });
         let options = RelayOptions::new("orders-relay", TOPIC)
             .owner(owner)
@@ -261,8 +261,8 @@ async fn killed_relay_loses_nothing_and_standby_takes_over() {
     w.sub.stop().await.unwrap();
 }
 
-/// A leader that stalls inside a publish gives it up before its lease can pass to the
-/// standby: the stalled publish ends before the standby's first publish starts.
+/// A leader that stalls inside its publishes gives each up before its lease can pass to
+/// the standby, which takes over: no stalled publish overlaps one of the standby's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stalled_leader_never_publishes_alongside_its_successor() {
     let w = world().await;

@@ -124,6 +124,50 @@ pub async fn connect(url: &str) -> Result<Stores> {
     }
 }
 
+/// Opens the event bus of the backend a URL names, on the same server, schema or key
+/// prefix as [`connect`]'s stores: the in-memory bus for `memory:` (a new, empty one each
+/// call), the outbox bus for PostgreSQL (its tables come with [`migrate`]), Redis Streams for
+/// Redis. Redis Pub/Sub and transport options are chosen through the backend crates.
+///
+/// ```
+/// # #[tokio::main(flavor = "multi_thread")] async fn main() -> cqrs::Result<()> {
+/// let bus = cqrs::connect_bus("memory:").await?;
+/// assert!(bus.capabilities().durable);
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// As [`connect`]; [`Error::Unsupported`] for MongoDB (no bus yet).
+pub async fn connect_bus(url: &str) -> Result<std::sync::Arc<dyn bus::EventBus>> {
+    use std::sync::Arc;
+    let kind = BackendKind::from_url(url)?;
+    match kind {
+        #[cfg(feature = "memory")]
+        BackendKind::Memory => Ok(Arc::new(backend_memory::MemoryBus::new())),
+        #[cfg(feature = "postgres")]
+        BackendKind::Postgres => {
+            let options = backend_postgres::PgStoreOptions::from_url(url)?;
+            let backend = backend_postgres::PgBackend::connect(&options).await?;
+            Ok(Arc::new(backend.bus(backend_postgres::PgBusOptions::new())))
+        }
+        #[cfg(feature = "redis")]
+        BackendKind::Redis => {
+            let options = backend_redis::RedisStoreOptions::from_url(url)?;
+            let bus = backend_redis::RedisBus::open(options, backend_redis::RedisBusOptions::new()).await?;
+            Ok(Arc::new(bus))
+        }
+        // No MongoDB transport yet: a PostgreSQL or Redis bus runs beside a MongoDB store.
+        BackendKind::Mongo => Err(Error::Unsupported {
+            capability: "an event bus on MongoDB",
+        }),
+        #[allow(unreachable_patterns)]
+        other => Err(Error::invalid(format!(
+            "{other:?} URLs need the `{}` feature of the cqrs crate",
+            other.feature()
+        ))),
+    }
+}
+
 /// Prepares the store a URL names: creates or upgrades its schema (PostgreSQL migrations),
 /// idempotently and safely under concurrent first use. Run it once at deployment (or at
 /// start-up) before [`connect`]; backends that need no preparation do nothing.

@@ -45,5 +45,11 @@ SELECT k.tx_id::text::bigint AS tx, k.seq, k.hit, (SELECT count(*) FROM scan) AS
        e.schema_version, e.content_type, e.content_encoding, e.metadata, e.payload,
        floor(round(date_part('epoch', e.recorded_at) * 1000000) / 1000)::bigint AS recorded_ms
 FROM kept k
-LEFT JOIN __SCHEMA__.events e ON k.hit AND e.tx_id = k.tx_id AND e.seq = k.seq
+-- The range bounds let each lookup use both index columns (with tx_id alone, a page of
+-- 500 from 500-event commits took 6 ms instead of 2).
+LEFT JOIN (
+    SELECT * FROM __SCHEMA__.events e2
+    WHERE (e2.tx_id, e2.seq) > ($1::text::xid8, $2::bigint)
+      AND (e2.tx_id, e2.seq) <= (SELECT k2.tx_id, k2.seq FROM kept k2 ORDER BY k2.tx_id DESC, k2.seq DESC LIMIT 1)
+) e ON k.hit AND e.tx_id = k.tx_id AND e.seq = k.seq
 ORDER BY k.tx_id, k.seq

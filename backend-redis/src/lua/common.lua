@@ -24,6 +24,25 @@ local function dec_add(a, n)
   return out
 end
 
+-- a - b for decimal strings without leading zeros, a >= b.
+local function dec_sub(a, b)
+  if #a <= 13 then
+    return string.format('%d', tonumber(a) - tonumber(b))
+  end
+  local digits = {}
+  local borrow = 0
+  for i = 0, #a - 1 do
+    local da = string.byte(a, #a - i) - 48
+    local db = 0
+    if i < #b then db = string.byte(b, #b - i) - 48 end
+    local d = da - db - borrow
+    if d < 0 then d = d + 10; borrow = 1 else borrow = 0 end
+    digits[#a - i] = string.char(48 + d)
+  end
+  local out = string.gsub(table.concat(digits), '^0+(%d)', '%1')
+  return out
+end
+
 -- a > b for decimal strings without leading zeros.
 local function dec_gt(a, b)
   if #a ~= #b then return #a > #b end

@@ -23,10 +23,18 @@ pub struct LatencyPercentiles {
 /// let p = w.percentiles();
 /// assert_eq!((p.p50.as_millis(), p.p95.as_millis(), p.p99.as_millis()), (50, 95, 99));
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LatencyWindow {
     capacity: usize,
     samples: VecDeque<Duration>,
+}
+
+impl Default for LatencyWindow {
+    /// A window of [`LatencyWindow::DEFAULT_CAPACITY`] samples. (A derived default had
+    /// capacity 0, which kept one sample: every percentile was the last latency.)
+    fn default() -> Self {
+        LatencyWindow::new(Self::DEFAULT_CAPACITY)
+    }
 }
 
 impl LatencyWindow {

@@ -157,3 +157,15 @@ fn spec_validation_and_handler_error_kinds() {
     let id = MessageId::new();
     assert_eq!(id.to_string().parse::<MessageId>().unwrap(), id);
 }
+
+/// Transports hold `LatencyWindow::default()`: it must keep a real window, not one sample.
+#[test]
+fn default_latency_window_keeps_many_samples() {
+    let mut w = LatencyWindow::default();
+    for ms in 1..=100 {
+        w.record(Duration::from_millis(ms));
+    }
+    assert_eq!(w.len(), 100);
+    let p = w.percentiles();
+    assert_eq!((p.p50.as_millis(), p.p99.as_millis()), (50, 99));
+}

@@ -5,7 +5,8 @@
 //! cargo run --release -p examples --bin bus_bench [TRANSPORT|all [publish|latency|consume]]
 //! ```
 //!
-//! Transports: the in-memory bus, the Redis Streams bus on the single node at `REDIS_URL`
+//! Transports: the in-memory bus, the PostgreSQL outbox bus (in a fresh schema of
+//! `DATABASE_URL`, default the local test database, dropped at the end), the Redis Streams bus on the single node at `REDIS_URL`
 //! (default `redis://127.0.0.1:6379`) and on the cluster at `REDIS_CLUSTER_URL` (for example
 //! from `eval "$(scripts/redis-cluster start)"`; unset: that table is skipped, and the run
 //! says so). For each, with 256-byte payloads:
@@ -25,8 +26,8 @@
 //! its ceiling, with the targets. Every key lives under a fresh `busbench_<uuid>` prefix,
 //! removed at the end (`SCAN` + `UNLINK`).
 //!
-//! `TRANSPORT` keeps only the transports whose name contains it (`memory`, `redis`,
-//! `cluster`; `all`: every one) and `publish`, `latency` or `consume` only that part (for
+//! `TRANSPORT` keeps only the transports whose name contains it (`memory`, `postgres`,
+//! `redis`, `cluster`; `all`: every one) and `publish`, `latency` or `consume` only that part (for
 //! profiling). Adding a transport is one entry in [`transports`].
 
 #![allow(
@@ -51,6 +52,7 @@ use async_trait::async_trait;
 use cqrs::{
     bus::{Delivery, EventBus, HandlerError, Message, MessageHandler, Subscription, SubscriptionSpec},
     memory::MemoryBus,
+    postgres::{PgBackend, PgBusOptions, PgStoreOptions},
     redis::{RedisBus, RedisBusOptions, RedisStoreOptions},
     ContentType,
 };
@@ -99,6 +101,7 @@ async fn transports() -> Vec<Result<Transport, String>> {
         prefix: String::new(),
         cleanup: None,
     })];
+    out.push(postgres_transport().await);
     let single = std::env::var("REDIS_URL").unwrap_or_else(|_| cqrs::redis::DEFAULT_URL.to_owned());
     out.push(redis_transport("redis (single node)", &single, None).await);
     match std::env::var("REDIS_CLUSTER_URL") {
@@ -117,6 +120,46 @@ async fn transports() -> Vec<Result<Transport, String>> {
         )),
     }
     out
+}
+
+/// The PostgreSQL outbox bus in a fresh schema of `DATABASE_URL` (default the local test
+/// database), dropped at the end.
+async fn postgres_transport() -> Result<Transport, String> {
+    let base =
+        std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!("busbench_{}", uuid::Uuid::now_v7().simple());
+    let url = format!(
+        "{base}{}schema={schema}",
+        if base.contains('?') { '&' } else { '?' }
+    );
+    let skip = |e: &dyn std::fmt::Display| format!("postgres: skipped, {e}");
+    let options = PgStoreOptions::from_url(&url)
+        .map_err(|e| skip(&e))?
+        .max_connections(10);
+    let backend = PgBackend::connect(&options).await.map_err(|e| skip(&e))?;
+    backend.migrate().await.map_err(|e| skip(&e))?;
+    let bus = backend.bus(PgBusOptions::new());
+    let closing = bus.clone();
+    Ok(Transport {
+        name: "postgres".into(),
+        bus: Arc::new(bus),
+        raw: None,
+        prefix: String::new(),
+        cleanup: Some(Box::new(move || {
+            Box::pin(async move {
+                closing.close().await?;
+                backend.pool().close().await;
+                let pool = sqlx::PgPool::connect(&base)
+                    .await
+                    .map_err(|e| cqrs::Error::backend("postgres", e))?;
+                sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+                    .execute(&pool)
+                    .await
+                    .map_err(|e| cqrs::Error::backend("postgres", e))?;
+                Ok(1)
+            })
+        })),
+    })
 }
 
 async fn redis_transport(
@@ -714,7 +757,7 @@ async fn main() {
         let rows = run(&t, section.as_deref()).await;
         if let Some(cleanup) = t.cleanup {
             match cleanup().await {
-                Ok(n) => eprintln!("{}: removed {n} keys", t.name),
+                Ok(n) => eprintln!("{}: cleanup removed {n} key(s) or schema(s)", t.name),
                 Err(e) => eprintln!("{}: cleanup failed: {e}", t.name),
             }
         }

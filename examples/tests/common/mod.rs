@@ -16,11 +16,23 @@ pub(crate) fn unique(label: &str) -> String {
     format!("t_{label}_{}", uuid::Uuid::now_v7().simple())
 }
 
-/// A PostgreSQL store in a schema of its own, migrated.
-pub(crate) async fn postgres(schema: &str) -> Stores {
+/// The URL of a PostgreSQL store in `schema`.
+pub(crate) fn pg_url(schema: &str) -> String {
     let base = pg_base();
     let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}schema={schema}");
+    format!("{base}{sep}schema={schema}")
+}
+
+/// The URL of a Redis store under `prefix`.
+pub(crate) fn redis_url(prefix: &str) -> String {
+    let base = redis_base();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}prefix={prefix}")
+}
+
+/// A PostgreSQL store in a schema of its own, migrated.
+pub(crate) async fn postgres(schema: &str) -> Stores {
+    let url = pg_url(schema);
     cqrs::migrate(&url)
         .await
         .expect("PostgreSQL must be reachable at DATABASE_URL");
@@ -29,9 +41,7 @@ pub(crate) async fn postgres(schema: &str) -> Stores {
 
 /// A Redis store under a key prefix of its own.
 pub(crate) async fn redis(prefix: &str) -> Stores {
-    let base = redis_base();
-    let sep = if base.contains('?') { '&' } else { '?' };
-    cqrs::connect(&format!("{base}{sep}prefix={prefix}"))
+    cqrs::connect(&redis_url(prefix))
         .await
         .expect("Redis must be reachable at REDIS_URL")
 }

@@ -1,0 +1,2 @@
+-- Sweep. ARGV: 1 now. Answers how many expired entries were removed.
+return sweep()
