@@ -29,7 +29,44 @@ pub(super) enum Body {
     Undecodable(String),
 }
 
+/// Appends the `XADD` field values of `m` to a script call, in the order of
+/// `publish.lua`, without copying the payload or the key.
+pub(super) fn encode_args(m: &Message, inv: &mut redis::ScriptInvocation<'_>) {
+    let mut id = uuid::Uuid::encode_buffer();
+    inv.arg(m.id.as_uuid().hyphenated().encode_lower(&mut id).as_bytes())
+        .arg(m.key.as_bytes())
+        .arg(m.priority.as_str())
+        .arg(m.content_type.as_str());
+    if m.headers.is_empty() {
+        inv.arg(&b""[..]);
+    } else {
+        inv.arg(m.headers.to_json());
+    }
+    inv.arg(&m.payload[..]);
+}
+
+/// Appends the `XADD` fields and values of `m` to a command (what `publish.lua` writes).
+pub(super) fn encode_fields(m: &Message, cmd: &mut redis::Cmd) {
+    let mut id = uuid::Uuid::encode_buffer();
+    cmd.arg("id")
+        .arg(m.id.as_uuid().hyphenated().encode_lower(&mut id).as_bytes())
+        .arg("k")
+        .arg(m.key.as_bytes())
+        .arg("p")
+        .arg(m.priority.as_str())
+        .arg("ct")
+        .arg(m.content_type.as_str())
+        .arg("h");
+    if m.headers.is_empty() {
+        cmd.arg(&b""[..]);
+    } else {
+        cmd.arg(m.headers.to_json());
+    }
+    cmd.arg("d").arg(&m.payload[..]);
+}
+
 /// The `XADD` field values of `m`, in the order of `publish.lua`.
+#[cfg(test)]
 pub(super) fn encode(m: &Message) -> [Vec<u8>; 6] {
     let headers = if m.headers.is_empty() {
         String::new()
@@ -163,6 +200,28 @@ mod tests {
 
     fn bulk(items: Vec<Vec<u8>>) -> Value {
         Value::Array(items.into_iter().map(Value::BulkString).collect())
+    }
+
+    #[test]
+    fn a_lone_xadd_writes_what_the_publish_script_writes() {
+        let m = Message::new("k", ContentType::Json, "{}").with_header("tenant", "t");
+        let mut cmd = redis::cmd("XADD");
+        encode_fields(&m, &mut cmd);
+        let args: Vec<Vec<u8>> = cmd
+            .args_iter()
+            .skip(1)
+            .map(|a| match a {
+                redis::Arg::Simple(b) => b.to_vec(),
+                _ => Vec::new(),
+            })
+            .collect();
+        let names = ["id", "k", "p", "ct", "h", "d"];
+        let mut want = Vec::new();
+        for (n, v) in names.iter().zip(encode(&m)) {
+            want.push(n.as_bytes().to_vec());
+            want.push(v);
+        }
+        assert_eq!(args, want);
     }
 
     #[test]

@@ -13,8 +13,12 @@
 //!   held per partition (the window). Among the window's ready messages (the oldest
 //!   unsettled one of each key) the [`PriorityScheduler`] picks; a key's next message waits
 //!   while an earlier one is unsettled (retries included).
-//! - Settling: one script per outcome (ack, retry, dead letter with its ack, drop), each
-//!   checking the lease; every script answers the partition's stats so metrics follow.
+//! - Starting: the picks of a dispatch round start in one script call (attempt counted,
+//!   lease checked and extended) by a delivery task, which then runs their handlers.
+//! - Settling: acks wait for the one ack flush in flight and go together in one script
+//!   call; retries, dead letters (with their ack) and drops get one script each. Every
+//!   script checks the lease, and those that change the group's counts answer the
+//!   partition's stats so metrics follow.
 
 use std::{
     fmt,
@@ -88,6 +92,8 @@ impl Counters {
 
     /// Keeps the newest stats answer of partition `p`.
     fn update_stats(&self, p: u32, v: Option<Value>) {
+        // An empty answer: the script left the stats alone.
+        let v = v.filter(|v| !matches!(v, Value::Array(a) if a.is_empty()));
         let Some(Ok(s)) = v.map(stats) else {
             return;
         };

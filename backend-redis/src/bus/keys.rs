@@ -59,7 +59,7 @@ impl PartKeys {
         format!("{}:{kind}:{group}", self.base)
     }
 
-    /// The group's attempt counters (and first-attempt times, and the stats version).
+    /// The group's attempt records (entry id -> `count:first attempt ms`) and stats version.
     pub(super) fn attempts(&self, group: &str) -> String {
         self.of("a", group)
     }

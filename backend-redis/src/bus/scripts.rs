@@ -29,9 +29,11 @@ pub(super) static LEASE: LazyLock<Script> = script!("lease.lua");
 pub(super) static CLAIM: LazyLock<Script> = script!("claim.lua");
 /// Reads new entries of owned partitions.
 pub(super) static READ: LazyLock<Script> = script!("read.lua");
-/// Starts a delivery.
+/// Starts deliveries.
 pub(super) static DELIVER: LazyLock<Script> = script!("deliver.lua");
-/// Ends a delivery: ack, retry, dead letter, drop.
+/// Acknowledges handled entries, many at once.
+pub(super) static ACK: LazyLock<Script> = script!("ack.lua");
+/// Ends one delivery: ack, retry, dead letter, drop.
 pub(super) static SETTLE: LazyLock<Script> = script!("settle.lua");
 /// A partition's stats for a group.
 pub(super) static STATS: LazyLock<Script> = script!("stats.lua");

@@ -222,8 +222,8 @@ impl EventBus for RedisBus {
     }
 
     /// Appends the messages to their partition streams: on a single node in one script
-    /// (all or nothing), on a cluster in one script per partition (all or nothing per
-    /// partition; a failure part way may leave earlier partitions published, so a retry
+    /// (all or nothing), on a cluster in one script per partition, sent together (all or
+    /// nothing per partition; a failure may leave other partitions published, so a retry
     /// can duplicate them: handlers de-duplicate by message id).
     #[tracing::instrument(skip_all, err(level = "debug"), fields(bus = "redis", topic = %topic, n = messages.len()))]
     async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
@@ -236,28 +236,41 @@ impl EventBus for RedisBus {
             return Ok(());
         }
         let k = self.shared.options.partitions;
+        if let [m] = messages.as_slice() {
+            // One message: one XADD is all or nothing by itself, and needs no script.
+            let stream = self.shared.keys.part(topic, partition_for(&m.key, k)).stream();
+            let mut cmd = redis::cmd("XADD");
+            cmd.arg(stream).arg("*");
+            codec::encode_fields(m, &mut cmd);
+            self.shared.conn.run(&cmd).await?;
+            self.shared.published.notify_waiters();
+            return Ok(());
+        }
         let mut by_part: BTreeMap<u32, Vec<&Message>> = BTreeMap::new();
         for m in &messages {
             by_part.entry(partition_for(&m.key, k)).or_default().push(m);
         }
         let parts: Vec<u32> = by_part.keys().copied().collect();
+        let mut calls = Vec::new();
         for batch in self.shared.batches(&parts) {
             let mut inv = scripts::PUBLISH.prepare_invoke();
-            let mut count = 0usize;
             for p in &batch {
                 inv.key(self.shared.keys.part(topic, *p).stream());
-                count += by_part.get(p).map_or(0, Vec::len);
             }
-            inv.arg(count);
-            for (i, p) in batch.iter().enumerate() {
-                for m in by_part.get(p).into_iter().flatten() {
-                    inv.arg(i + 1);
-                    for f in codec::encode(m) {
-                        inv.arg(f);
-                    }
+            for p in &batch {
+                let messages = by_part.get(p).map_or(&[][..], Vec::as_slice);
+                inv.arg(messages.len());
+                for m in messages {
+                    codec::encode_args(m, &mut inv);
                 }
             }
-            self.shared.conn.script(&inv).await?;
+            calls.push(inv);
+        }
+        // On a cluster the partitions' calls go out together (one round trip, not one per
+        // partition); each is all or nothing on its own, as before.
+        let answers = futures::future::join_all(calls.iter().map(|inv| self.shared.conn.script(inv))).await;
+        for r in answers {
+            r?;
         }
         self.shared.published.notify_waiters();
         Ok(())

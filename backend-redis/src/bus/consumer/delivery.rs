@@ -1,19 +1,26 @@
-//! One delivery: start it, call the handler, settle the outcome with one script.
+//! Deliveries: start many with one script, call the handler, settle the outcome (acks many
+//! at once with one script, the rarer retries and dead letters one by one).
 
 use std::{
+    collections::BTreeMap,
     panic::AssertUnwindSafe,
     sync::{atomic::Ordering, Arc},
     time::Duration,
 };
 
-use cqrs_core::bus::{DeadLetterReason, Delivery, HandlerError, HandlerErrorKind, Message};
+use cqrs_core::{
+    bus::{DeadLetterReason, Delivery, HandlerError, HandlerErrorKind, Message},
+    Result,
+};
 use futures::FutureExt;
+use redis::Value;
 use tokio::time::Instant;
 
-use super::driver::Outcome;
+use super::driver::{JobDone, Outcome};
 use super::{lock, Ctx, InFlight};
 use crate::bus::{codec, scripts};
 use crate::conn::reply;
+use crate::error::unexpected;
 
 /// How a delivery is settled.
 pub(super) enum Settle {
@@ -24,6 +31,47 @@ pub(super) enum Settle {
     Drop,
 }
 
+/// A stream entry id as numbers (ms, seq).
+pub(super) type EntryId = (u64, u64);
+
+/// A handled entry waiting for its ack: partition, id, entry id as text.
+pub(super) type PendingAck = (u32, EntryId, String);
+
+/// A message the driver picked for delivery.
+pub(super) struct Pick {
+    pub(super) p: u32,
+    pub(super) id: (u64, u64),
+    pub(super) entry: String,
+    pub(super) message: Message,
+}
+
+/// A delivery started (its attempt counted): the handler may run.
+pub(super) struct Started {
+    pub(super) pick: Pick,
+    attempt: u64,
+    /// Milliseconds since the first attempt.
+    elapsed: u64,
+}
+
+/// What a start job reports per pick.
+pub(super) enum Event {
+    /// Ended without calling the handler (gone, parked, lost, failed).
+    Done(JobDone),
+    Start(Started),
+}
+
+/// A handler call's result: how to settle the delivery.
+pub(super) struct Handled {
+    pub(super) p: u32,
+    pub(super) id: (u64, u64),
+    pub(super) entry: String,
+    pub(super) settle: Settle,
+}
+
+fn done(p: u32, id: (u64, u64), outcome: Outcome) -> Event {
+    Event::Done(JobDone { p, id, outcome })
+}
+
 impl Ctx {
     fn release_breaker(&self) {
         if let Some(mut b) = self.breaker() {
@@ -31,58 +79,151 @@ impl Ctx {
         }
     }
 
-    /// One delivery: start it (`deliver.lua`), call the handler, settle the outcome.
-    pub(super) async fn deliver(self: &Arc<Self>, p: u32, entry: String, message: Message) -> Outcome {
-        let keys = match self.part(p) {
-            Ok(k) => k.settle_keys(self.group()),
-            Err(_) => return Outcome::Lost,
-        };
-        let mut inv = scripts::DELIVER.prepare_invoke();
-        for k in &keys {
-            inv.key(k);
+    /// Starts the deliveries of `picks` with `deliver.lua`: one call for all on a single
+    /// node, one per partition (concurrently) on a cluster. A pick whose start fails, or
+    /// that turns out gone or parked, is done without a handler call.
+    pub(super) async fn start(self: &Arc<Self>, picks: Vec<Pick>) -> Vec<Event> {
+        let mut by_part: BTreeMap<u32, Vec<Pick>> = BTreeMap::new();
+        for pick in picks {
+            by_part.entry(pick.p).or_default().push(pick);
         }
-        inv.arg(self.group())
-            .arg(&entry)
-            .arg(&self.token)
-            .arg(self.ack_ms())
-            .arg(&message.key);
-        let started = self.shared.conn.script(&inv).await.and_then(reply::status);
-        let (status, mut items) = match started {
-            Ok(s) => s,
-            Err(e) => {
+        let parts: Vec<u32> = by_part.keys().copied().collect();
+        let mut calls = Vec::new();
+        for batch in self.shared.batches(&parts) {
+            let mut inv = scripts::DELIVER.prepare_invoke();
+            for p in &batch {
+                match self.part(*p) {
+                    Ok(keys) => {
+                        for k in keys.settle_keys(self.group()) {
+                            inv.key(k);
+                        }
+                    }
+                    Err(_) => return Vec::new(),
+                }
+            }
+            inv.arg(self.group()).arg(&self.token).arg(self.ack_ms());
+            for p in &batch {
+                let picks = by_part.get(p).map_or(&[][..], Vec::as_slice);
+                inv.arg(picks.len());
+                for pick in picks {
+                    inv.arg(&pick.entry).arg(&pick.message.key);
+                }
+            }
+            calls.push((batch, inv));
+        }
+        let answers =
+            futures::future::join_all(calls.iter().map(|(_, inv)| self.shared.conn.script(inv))).await;
+        let mut out = Vec::new();
+        for ((batch, _), answer) in calls.into_iter().zip(answers) {
+            let answer = answer.and_then(reply::array);
+            let mut answers = match answer {
+                Ok(a) => a.into_iter(),
+                Err(e) => {
+                    self.counters.note_error(e);
+                    Vec::new().into_iter()
+                }
+            };
+            for p in batch {
+                let picks = by_part.remove(&p).unwrap_or_default();
+                let part = answers.next().map(|v| self.started_part(p, v));
+                match part {
+                    Some(Ok(Some(results))) => {
+                        let mut results = results.into_iter();
+                        for pick in picks {
+                            let r = [results.next(), results.next(), results.next()];
+                            out.push(self.started_one(pick, r));
+                        }
+                    }
+                    Some(Ok(None)) => {
+                        for pick in picks {
+                            self.release_breaker();
+                            out.push(done(p, pick.id, Outcome::Lost));
+                        }
+                    }
+                    failed => {
+                        if let Some(Err(e)) = failed {
+                            self.counters.note_error(e);
+                        }
+                        for pick in picks {
+                            self.release_breaker();
+                            out.push(done(p, pick.id, Outcome::Failed));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// One partition's answer of `deliver.lua`: its results, or `None` when the lease is lost.
+    fn started_part(&self, p: u32, v: Value) -> Result<Option<Vec<Value>>> {
+        let (status, mut items) = reply::status(v)?;
+        if status != "ok" {
+            return Ok(None);
+        }
+        let results = reply::array(items.next().unwrap_or(Value::Nil))?;
+        self.counters.update_stats(p, items.next());
+        Ok(Some(results))
+    }
+
+    /// One entry's result: three items, `ok` with the attempt and the ms since the first
+    /// attempt, `gone`, or `parked` with the id it is parked behind.
+    fn started_one(&self, pick: Pick, r: [Option<Value>; 3]) -> Event {
+        let (p, id) = (pick.p, pick.id);
+        let [status, a, b] = r;
+        let status = match status.map(reply::string) {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
                 self.counters.note_error(e);
                 self.release_breaker();
-                return Outcome::Failed;
+                return done(p, id, Outcome::Failed);
+            }
+            None => {
+                self.counters.note_error(unexpected("a short start answer"));
+                self.release_breaker();
+                return done(p, id, Outcome::Failed);
             }
         };
-        let (attempt, elapsed) = match status.as_str() {
+        match status.as_str() {
             "ok" => {
-                let attempt = reply::next_u64(&mut items).unwrap_or(1);
-                let elapsed = reply::next_u64(&mut items).unwrap_or(0);
-                self.counters.update_stats(p, items.next());
-                (attempt, elapsed)
+                let attempt = a.map_or(Ok(1), reply::u64).unwrap_or(1);
+                let elapsed = b.map_or(Ok(0), reply::u64).unwrap_or(0);
+                Event::Start(Started {
+                    pick,
+                    attempt,
+                    elapsed,
+                })
             }
-            "gone" | "parked" => {
-                if status == "parked" {
-                    let _ = items.next();
+            other => {
+                if other == "parked" {
                     self.counters.dead_lettered.fetch_add(1, Ordering::SeqCst);
                 }
-                self.counters.update_stats(p, items.next());
                 self.release_breaker();
-                return Outcome::Done;
+                done(p, id, Outcome::Done)
             }
-            _ => {
-                self.release_breaker();
-                return Outcome::Lost;
-            }
-        };
+        }
+    }
+
+    /// Calls the handler on a started delivery and decides how to settle it.
+    pub(super) async fn handle(&self, started: Started) -> Handled {
+        let Started {
+            pick,
+            attempt,
+            elapsed,
+        } = started;
+        let Pick {
+            p,
+            id,
+            entry,
+            message,
+        } = pick;
         let delivery = Delivery {
             message,
             topic: self.spec.topic().to_owned(),
             group: self.group().to_owned(),
             consumer: self.consumer().to_owned(),
             partition: p,
-            entry: entry.clone(),
+            entry,
             attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
         };
         let gauge = InFlight::enter(&self.counters.in_flight);
@@ -132,7 +273,83 @@ impl Ctx {
             Settle::Dead(..) if !self.spec.dead_letter_enabled() => Settle::Drop,
             other => other,
         };
-        self.settle(p, &entry, settle).await
+        Handled {
+            p,
+            id,
+            entry: delivery.entry,
+            settle,
+        }
+    }
+
+    /// Acknowledges handled entries with `ack.lua`: one call for all on a single node, one
+    /// per partition (concurrently) on a cluster.
+    pub(super) async fn ack(&self, acks: Vec<PendingAck>) -> Vec<Event> {
+        let mut by_part: BTreeMap<u32, Vec<(EntryId, String)>> = BTreeMap::new();
+        for (p, id, entry) in acks {
+            by_part.entry(p).or_default().push((id, entry));
+        }
+        let parts: Vec<u32> = by_part.keys().copied().collect();
+        let mut calls = Vec::new();
+        for batch in self.shared.batches(&parts) {
+            let mut inv = scripts::ACK.prepare_invoke();
+            for p in &batch {
+                let Ok(keys) = self.part(*p) else {
+                    return Vec::new();
+                };
+                inv.key(keys.stream())
+                    .key(keys.lease(self.group()))
+                    .key(keys.attempts(self.group()))
+                    .key(keys.retry(self.group()));
+            }
+            inv.arg(self.group()).arg(&self.token);
+            for p in &batch {
+                let entries = by_part.get(p).map_or(&[][..], Vec::as_slice);
+                inv.arg(entries.len());
+                for (_, entry) in entries {
+                    inv.arg(entry);
+                }
+            }
+            calls.push((batch, inv));
+        }
+        let answers =
+            futures::future::join_all(calls.iter().map(|(_, inv)| self.shared.conn.script(inv))).await;
+        let mut out = Vec::new();
+        for ((batch, _), answer) in calls.into_iter().zip(answers) {
+            let mut answers = match answer.and_then(reply::array) {
+                Ok(a) => a.into_iter(),
+                Err(e) => {
+                    self.counters.note_error(e);
+                    Vec::new().into_iter()
+                }
+            };
+            for p in batch {
+                let entries = by_part.remove(&p).unwrap_or_default();
+                let outcome = match answers.next().map(reply::status) {
+                    Some(Ok((status, mut items))) if status == "ok" => {
+                        self.counters.update_stats(p, items.next());
+                        self.counters
+                            .handled
+                            .fetch_add(entries.len() as u64, Ordering::SeqCst);
+                        Outcome::Done
+                    }
+                    Some(Ok(_)) => Outcome::Lost,
+                    Some(Err(e)) => {
+                        self.counters.note_error(e);
+                        Outcome::Failed
+                    }
+                    None => Outcome::Failed,
+                };
+                for (id, _) in entries {
+                    let outcome = match outcome {
+                        Outcome::Done => Outcome::Done,
+                        Outcome::Lost => Outcome::Lost,
+                        _ => Outcome::Failed,
+                    };
+                    out.push(done(p, id, outcome));
+                }
+            }
+        }
+        out
     }
 
     /// Settles entry `entry` of partition `p` with one script.

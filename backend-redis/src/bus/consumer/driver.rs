@@ -7,20 +7,27 @@ use std::{
     time::Duration,
 };
 
+use super::delivery::{Event, Handled, PendingAck, Pick, Settle};
+
 use cqrs_core::{
     bus::{DeadLetterReason, Priority, PriorityScheduler},
     Result,
 };
+use futures::{stream::FuturesUnordered, StreamExt};
 use redis::Value;
-use tokio::{sync::watch, task::JoinSet, time::Instant};
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinSet,
+    time::Instant,
+};
 
-use super::delivery::Settle;
 use super::{lock, Ctx};
 use crate::bus::codec::{self, entry_id, Body, Entry};
 use crate::bus::scripts;
 use crate::conn::reply;
 
 /// How a job ended, for the driver's window.
+#[derive(Debug, Clone, Copy)]
 pub(super) enum Outcome {
     /// Settled: the entry leaves the window.
     Done,
@@ -32,10 +39,40 @@ pub(super) enum Outcome {
     Failed,
 }
 
-struct JobDone {
-    p: u32,
-    id: (u64, u64),
-    outcome: Outcome,
+/// A delivery's end (settled, or given back to the window).
+pub(super) struct JobDone {
+    pub(super) p: u32,
+    pub(super) id: (u64, u64),
+    pub(super) outcome: Outcome,
+}
+
+/// One partition's read: the partition, the room asked for, the entries (`None`: the
+/// lease is lost).
+type PartRead = (u32, usize, Option<Vec<Entry>>);
+
+/// What a delivery task tells the driver.
+enum Msg {
+    /// The start script answered: the picks that ended without a handler call.
+    Started(Vec<JobDone>),
+    /// A handler returned.
+    Handled(Handled),
+}
+
+/// Which work a job did.
+enum Kind {
+    /// Read new entries: per partition, the room asked for and the entries (`None`: lease
+    /// lost).
+    Read(Result<Vec<PartRead>>),
+    /// Flushed acks.
+    Flush,
+    /// Settled one delivery.
+    Settle,
+}
+
+/// What a job answers: the events of its deliveries.
+struct JobResult {
+    kind: Kind,
+    events: Vec<Event>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,17 +113,44 @@ impl Part {
 pub(super) struct Driver {
     ctx: Arc<Ctx>,
     owned: BTreeMap<u32, Part>,
-    jobs: JoinSet<JobDone>,
+    /// Redis work: starting deliveries, settling them, flushing acks.
+    jobs: JoinSet<JobResult>,
+    /// Deliveries: one task per batch of picks starts them (one script call), answers
+    /// which did not start, then calls their handlers and answers each result as it
+    /// returns (no-op handlers of a batch all answer in one poll).
+    handlers: JoinSet<()>,
+    msg_tx: mpsc::UnboundedSender<Msg>,
+    msg_rx: mpsc::UnboundedReceiver<Msg>,
+    /// Picked messages whose handler has not returned yet (the concurrency in use).
+    running: usize,
+    /// Handled entries waiting for the next ack flush: one flush runs at a time, and the
+    /// acks that come in meanwhile go together in the next (one script call for many).
+    acks: Vec<PendingAck>,
+    flushing: bool,
+    /// A start job runs: the next one waits for it and takes every slot freed meanwhile
+    /// (one script call for many deliveries instead of one per freed slot).
+    starting: bool,
+    /// A read job runs.
+    reading: bool,
     scheduler: PriorityScheduler,
 }
 
 impl Driver {
     pub(super) fn new(ctx: Arc<Ctx>) -> Self {
         let bypass = ctx.shared.options.priority_bypass;
+        let (msg_tx, msg_rx) = mpsc::unbounded_channel();
         Driver {
             ctx,
             owned: BTreeMap::new(),
             jobs: JoinSet::new(),
+            handlers: JoinSet::new(),
+            msg_tx,
+            msg_rx,
+            running: 0,
+            acks: Vec::new(),
+            flushing: false,
+            starting: false,
+            reading: false,
             scheduler: PriorityScheduler::new(bypass),
         }
     }
@@ -117,7 +181,8 @@ impl Driver {
                 }
                 next_maint = Instant::now() + ctx.beat();
             }
-            if read_now || Instant::now() >= next_poll {
+            // A read asked for while one runs waits for it: what it missed is read next.
+            if (read_now || Instant::now() >= next_poll) && !self.reading {
                 read_now = match self.read().await {
                     Ok(n) => n > 0,
                     Err(e) => {
@@ -128,6 +193,7 @@ impl Driver {
                 next_poll = Instant::now() + block;
             }
             let breaker_wait = self.dispatch();
+            self.flush_acks();
 
             let now = Instant::now();
             let mut until = next_maint.min(next_poll);
@@ -139,13 +205,19 @@ impl Driver {
             }
             tokio::select! {
                 Some(done) = self.jobs.join_next(), if !self.jobs.is_empty() => {
-                    if self.finish(done) {
+                    if self.job_done(done) | self.drain() {
                         read_now = true;
                     }
                     if self.owned.values().any(|p| p.releasing && p.in_flight == 0) {
                         next_maint = Instant::now();
                     }
                 }
+                Some(msg) = self.msg_rx.recv() => {
+                    if self.message(msg) | self.drain() {
+                        read_now = true;
+                    }
+                }
+                Some(_) = self.handlers.join_next(), if !self.handlers.is_empty() => {}
                 () = &mut published => read_now = true,
                 () = &mut rebalance => next_maint = Instant::now(),
                 () = ctx.wake.notified() => {}
@@ -161,14 +233,29 @@ impl Driver {
     /// another consumer takes the partitions over at once.
     async fn shutdown(mut self) -> Result<()> {
         let deadline = Instant::now() + self.ctx.spec.ack_timeout_value();
-        while !self.jobs.is_empty() {
+        loop {
+            self.drain();
+            self.flush_acks();
+            if self.jobs.is_empty() && self.handlers.is_empty() {
+                break;
+            }
             tokio::select! {
-                Some(done) = self.jobs.join_next() => { self.finish(done); }
+                Some(done) = self.jobs.join_next(), if !self.jobs.is_empty() => { self.job_done(done); }
+                Some(msg) = self.msg_rx.recv() => { self.message(msg); }
+                Some(_) = self.handlers.join_next(), if !self.handlers.is_empty() => {}
                 () = tokio::time::sleep_until(deadline) => {
+                    self.handlers.abort_all();
                     self.jobs.abort_all();
+                    while self.handlers.join_next().await.is_some() {}
                     while self.jobs.join_next().await.is_some() {}
+                    break;
                 }
             }
+        }
+        // Handlers that returned Ok before the grace ran out are acknowledged still.
+        if !self.acks.is_empty() {
+            let acks = std::mem::take(&mut self.acks);
+            let _ = self.ctx.ack(acks).await;
         }
         let owned: Vec<u32> = self.owned.keys().copied().collect();
         self.owned.clear();
@@ -233,7 +320,8 @@ impl Driver {
     }
 
     /// Fills the windows: pending entries of newly acquired partitions first (in id
-    /// order), then new entries. Returns how many entries came in.
+    /// order, here), then new entries (by a read job, so the driver goes on dispatching
+    /// and settling meanwhile). Returns how many pending entries came in.
     async fn read(&mut self) -> Result<usize> {
         let ctx = self.ctx.clone();
         let batch = ctx.shared.options.read_batch;
@@ -247,55 +335,68 @@ impl Driver {
         for (p, cursor, room) in claiming {
             got += self.claim(p, &cursor, room).await?;
         }
-        let reading: Vec<u32> = self
+        // A partition is read when half its window is free, or when its last read did not
+        // fill it (caught up: what comes in is new and wanted at once).
+        let reading: Vec<(u32, usize)> = self
             .owned
             .iter()
-            .filter(|(_, part)| !part.releasing && part.claiming.is_none() && part.window.len() < batch)
-            .map(|(p, _)| *p)
+            .filter(|(_, part)| {
+                !part.releasing
+                    && part.claiming.is_none()
+                    && part.window.len() < batch
+                    && (!part.more || part.window.len() * 2 <= batch)
+            })
+            .map(|(p, part)| (*p, batch - part.window.len()))
             .collect();
-        for chunk in ctx.shared.batches(&reading) {
-            let mut inv = scripts::READ.prepare_invoke();
-            for p in &chunk {
-                let keys = ctx.part(*p)?;
-                inv.key(keys.stream())
-                    .key(keys.lease(ctx.group()))
-                    .key(keys.attempts(ctx.group()));
-            }
-            inv.arg(ctx.group()).arg(ctx.consumer()).arg(&ctx.token);
-            for p in &chunk {
-                let len = self.owned.get(p).map_or(0, |part| part.window.len());
-                inv.arg(batch.saturating_sub(len).max(1));
-            }
-            let answer = reply::array(ctx.shared.conn.script(&inv).await?)?;
-            for (p, v) in chunk.iter().zip(answer) {
-                let (status, mut items) = reply::status(v)?;
-                if status != "ok" {
-                    self.drop_part(*p);
-                    continue;
+        if !reading.is_empty() {
+            self.reading = true;
+            self.jobs.spawn(async move {
+                let reads = read_new(&ctx, &reading).await;
+                JobResult {
+                    kind: Kind::Read(reads),
+                    events: Vec::new(),
                 }
-                let entries = reply::array(items.next().unwrap_or(Value::Nil))?;
-                ctx.counters.update_stats(*p, items.next());
-                let n = entries.len();
-                got += n;
-                if let Some(part) = self.owned.get_mut(p) {
-                    let room = batch.saturating_sub(part.window.len()).max(1);
-                    part.more = n >= room;
-                    for e in entries {
-                        let entry = codec::entry(e)?;
-                        if let Some(id) = entry_id(&entry.id) {
-                            part.window.insert(
-                                id,
-                                Slot {
-                                    entry,
-                                    state: SlotState::Ready,
-                                },
-                            );
-                        }
-                    }
+            });
+        }
+        Ok(got)
+    }
+
+    /// Applies a read job's answer: entries into the windows, lost partitions dropped.
+    /// Returns how many entries came in.
+    fn apply_read(&mut self, reads: Result<Vec<PartRead>>) -> usize {
+        self.reading = false;
+        let reads = match reads {
+            Ok(r) => r,
+            Err(e) => {
+                self.ctx.counters.note_error(e);
+                return 0;
+            }
+        };
+        let mut got = 0;
+        for (p, room, entries) in reads {
+            let Some(entries) = entries else {
+                self.drop_part(p);
+                continue;
+            };
+            got += entries.len();
+            // A partition released meanwhile: its new owner claims what was read.
+            let Some(part) = self.owned.get_mut(&p) else {
+                continue;
+            };
+            part.more = entries.len() >= room;
+            for entry in entries {
+                if let Some(id) = entry_id(&entry.id) {
+                    part.window.insert(
+                        id,
+                        Slot {
+                            entry,
+                            state: SlotState::Ready,
+                        },
+                    );
                 }
             }
         }
-        Ok(got)
+        got
     }
 
     /// Takes over one page of partition `p`'s pending entries.
@@ -389,68 +490,200 @@ impl Driver {
             self.jobs.spawn(async move {
                 let reason = DeadLetterReason::Undecodable { error: why };
                 let outcome = c.settle(p, &entry, Settle::Dead(reason, None)).await;
-                JobDone { p, id, outcome }
+                JobResult {
+                    kind: Kind::Settle,
+                    events: vec![Event::Done(JobDone { p, id, outcome })],
+                }
             });
         }
-        while self.jobs.len() < ctx.spec.concurrency_limit() {
-            let mut ready: Vec<(Priority, (u64, u64), u32)> = Vec::new();
-            for (p, part) in &self.owned {
-                if part.releasing {
+        let free = ctx.spec.concurrency_limit().saturating_sub(self.running);
+        if free == 0 || self.starting {
+            return None;
+        }
+        // The ready messages (the oldest unsettled of each key), once per round: a pick
+        // makes no other message ready (its key's next one waits for it).
+        let mut ready: Vec<(Priority, (u64, u64), u32)> = Vec::new();
+        for (p, part) in &self.owned {
+            if part.releasing {
+                continue;
+            }
+            let mut seen: HashSet<&str> = HashSet::new();
+            for (id, slot) in &part.window {
+                let Body::Message(m) = &slot.entry.body else {
+                    continue;
+                };
+                if !seen.insert(m.key.as_str()) {
                     continue;
                 }
-                let mut seen: HashSet<&str> = HashSet::new();
-                for (id, slot) in &part.window {
-                    let Body::Message(m) = &slot.entry.body else {
-                        continue;
-                    };
-                    if !seen.insert(m.key.as_str()) {
-                        continue;
-                    }
-                    match slot.state {
-                        SlotState::Ready => ready.push((m.priority, *id, *p)),
-                        SlotState::Due(t) if t <= now => ready.push((m.priority, *id, *p)),
-                        _ => {}
-                    }
+                match slot.state {
+                    SlotState::Ready => ready.push((m.priority, *id, *p)),
+                    SlotState::Due(t) if t <= now => ready.push((m.priority, *id, *p)),
+                    _ => {}
                 }
             }
-            if ready.is_empty() {
-                return None;
-            }
+        }
+        // Publish order across partitions, approximated by entry id (server time).
+        ready.sort_by_key(|(_, id, p)| (*id, *p));
+        let mut picks = Vec::new();
+        let mut breaker_wait = None;
+        while picks.len() < free && !ready.is_empty() {
             if let Some(mut b) = ctx.breaker() {
                 if let Err(wait) = b.try_acquire(ctx.now_ts()) {
-                    return Some(wait);
+                    breaker_wait = Some(wait);
+                    break;
                 }
             }
-            // Publish order across partitions, approximated by entry id (server time).
-            ready.sort_by_key(|(_, id, p)| (*id, *p));
             let picked = self
                 .scheduler
                 .pick(ready.iter().zip(0u64..).map(|((pr, _, _), i)| (*pr, i)))
                 .and_then(|i| usize::try_from(i).ok())
-                .and_then(|i| ready.get(i).copied());
-            let (_, id, p) = picked?;
-            let part = self.owned.get_mut(&p)?;
-            let slot = part.window.get_mut(&id)?;
+                .filter(|i| *i < ready.len());
+            let Some(i) = picked else {
+                break;
+            };
+            let (_, id, p) = ready.remove(i);
+            let Some(part) = self.owned.get_mut(&p) else {
+                continue;
+            };
+            let Some(slot) = part.window.get_mut(&id) else {
+                continue;
+            };
             let Body::Message(message) = &slot.entry.body else {
-                return None;
+                continue;
             };
             slot.state = SlotState::Busy;
             part.in_flight += 1;
-            let (c, message, entry) = (ctx.clone(), message.clone(), slot.entry.id.clone());
-            self.jobs.spawn(async move {
-                let outcome = c.deliver(p, entry, message).await;
-                JobDone { p, id, outcome }
+            picks.push(Pick {
+                p,
+                id,
+                entry: slot.entry.id.clone(),
+                message: message.clone(),
             });
         }
-        None
+        if !picks.is_empty() {
+            self.running += picks.len();
+            self.starting = true;
+            let (c, tx) = (ctx.clone(), self.msg_tx.clone());
+            // The driver holds the receiver as long as it runs: sends cannot fail before.
+            self.handlers.spawn(async move {
+                let mut started = Vec::new();
+                let mut ended = Vec::new();
+                for event in c.start(picks).await {
+                    match event {
+                        Event::Start(s) => started.push(s),
+                        Event::Done(d) => ended.push(d),
+                    }
+                }
+                let _ = tx.send(Msg::Started(ended));
+                let mut calls: FuturesUnordered<_> = started.into_iter().map(|s| c.handle(s)).collect();
+                while let Some(h) = calls.next().await {
+                    let _ = tx.send(Msg::Handled(h));
+                }
+            });
+        }
+        breaker_wait
     }
 
-    /// Applies a finished job to the window; true when a read may find more.
-    fn finish(&mut self, done: std::result::Result<JobDone, tokio::task::JoinError>) -> bool {
-        let Ok(JobDone { p, id, outcome }) = done else {
+    /// Applies every job and handler already finished, so the next dispatch and flush
+    /// take them all at once. True when a read may find more.
+    fn drain(&mut self) -> bool {
+        let mut more = false;
+        loop {
+            let mut any = false;
+            while let Ok(msg) = self.msg_rx.try_recv() {
+                more |= self.message(msg);
+                any = true;
+            }
+            while self.handlers.try_join_next().is_some() {}
+            while let Some(done) = self.jobs.try_join_next() {
+                more |= self.job_done(done);
+                any = true;
+            }
+            if !any {
+                return more;
+            }
+        }
+    }
+
+    /// Starts an ack flush unless one runs or nothing waits.
+    fn flush_acks(&mut self) {
+        if self.flushing || self.acks.is_empty() {
+            return;
+        }
+        self.flushing = true;
+        let acks = std::mem::take(&mut self.acks);
+        let c = self.ctx.clone();
+        self.jobs.spawn(async move {
+            JobResult {
+                kind: Kind::Flush,
+                events: c.ack(acks).await,
+            }
+        });
+    }
+
+    /// A handler returned: an Ok waits for the next ack flush, anything else is settled
+    /// by its own script.
+    fn handled(&mut self, handled: Handled) {
+        self.running = self.running.saturating_sub(1);
+        let Handled { p, id, entry, settle } = handled;
+        if matches!(settle, Settle::Ack) {
+            self.acks.push((p, id, entry));
+            return;
+        }
+        let c = self.ctx.clone();
+        self.jobs.spawn(async move {
+            let outcome = c.settle(p, &entry, settle).await;
+            JobResult {
+                kind: Kind::Settle,
+                events: vec![Event::Done(JobDone { p, id, outcome })],
+            }
+        });
+    }
+
+    /// Applies a finished job: starts the handlers of started deliveries and applies the
+    /// ends to the windows. True when a read may find more.
+    fn job_done(&mut self, done: std::result::Result<JobResult, tokio::task::JoinError>) -> bool {
+        let Ok(JobResult { kind, events }) = done else {
             // A job only ends this way when aborted at shutdown.
             return false;
         };
+        let mut more = false;
+        match kind {
+            Kind::Flush => self.flushing = false,
+            Kind::Read(reads) => more |= self.apply_read(reads) > 0,
+            Kind::Settle => {}
+        }
+        for event in events {
+            if let Event::Done(d) = event {
+                more |= self.finish(d);
+            }
+        }
+        more
+    }
+
+    /// Applies a delivery task's message. True when a read may find more.
+    fn message(&mut self, msg: Msg) -> bool {
+        match msg {
+            Msg::Started(ended) => {
+                self.starting = false;
+                let mut more = false;
+                for d in ended {
+                    // Ended without a handler call: its slot is free again.
+                    self.running = self.running.saturating_sub(1);
+                    more |= self.finish(d);
+                }
+                more
+            }
+            Msg::Handled(h) => {
+                self.handled(h);
+                false
+            }
+        }
+    }
+
+    /// Applies a finished job to the window; true when a read may find more.
+    fn finish(&mut self, done: JobDone) -> bool {
+        let JobDone { p, id, outcome } = done;
         if matches!(outcome, Outcome::Lost) {
             self.drop_part(p);
             return false;
@@ -476,6 +709,51 @@ impl Driver {
             }
             Outcome::Lost => {}
         }
-        part.more
+        // Refill once half the window is free: one read for many entries, not one per
+        // settled entry (the poll and publishes through this bus read anyway).
+        part.more && part.window.len() * 2 <= self.ctx.shared.options.read_batch
     }
+}
+
+/// Reads up to `room` new entries of each partition (`read.lua`, which refuses a partition
+/// whose lease is gone: `None`), decoded. One call on a single node, one per partition
+/// (concurrently) on a cluster.
+async fn read_new(ctx: &Ctx, reading: &[(u32, usize)]) -> Result<Vec<PartRead>> {
+    let parts: Vec<u32> = reading.iter().map(|(p, _)| *p).collect();
+    let room = |p: u32| reading.iter().find(|(q, _)| *q == p).map_or(1, |(_, r)| *r);
+    let mut calls = Vec::new();
+    for chunk in ctx.shared.batches(&parts) {
+        let mut inv = scripts::READ.prepare_invoke();
+        for p in &chunk {
+            let keys = ctx.part(*p)?;
+            inv.key(keys.stream())
+                .key(keys.lease(ctx.group()))
+                .key(keys.attempts(ctx.group()));
+        }
+        inv.arg(ctx.group()).arg(ctx.consumer()).arg(&ctx.token);
+        for p in &chunk {
+            inv.arg(room(*p).max(1));
+        }
+        calls.push((chunk, inv));
+    }
+    let answers = futures::future::join_all(calls.iter().map(|(_, inv)| ctx.shared.conn.script(inv))).await;
+    let mut out = Vec::new();
+    for ((chunk, _), answer) in calls.iter().zip(answers) {
+        let answer = reply::array(answer?)?;
+        for (p, v) in chunk.iter().zip(answer) {
+            let (status, mut items) = reply::status(v)?;
+            if status != "ok" {
+                out.push((*p, room(*p), None));
+                continue;
+            }
+            let entries = reply::array(items.next().unwrap_or(Value::Nil))?;
+            ctx.counters.update_stats(*p, items.next());
+            let entries = entries
+                .into_iter()
+                .map(codec::entry)
+                .collect::<Result<Vec<_>>>()?;
+            out.push((*p, room(*p), Some(entries)));
+        }
+    }
+    Ok(out)
 }

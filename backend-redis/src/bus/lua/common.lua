@@ -38,6 +38,9 @@ local function stats(stream, group, attempts, bump)
   local added
   if lag and read then
     added = read + lag
+  elseif lag then
+    -- Nothing read yet (entries-read unknown) but the lag is known.
+    added = info_field(redis.call('XINFO', 'STREAM', stream), 'entries-added') or 0
   else
     -- Redis cannot tell the lag (deleted entries after the group's position): count.
     local last = info_field(g, 'last-delivered-id')
@@ -47,9 +50,16 @@ local function stats(stream, group, attempts, bump)
   return {v, added, lag + pending}
 end
 
--- Forgets an entry's attempt counter, first-attempt time and retry schedule.
+-- An entry's attempt record in the attempts hash is 'count:first attempt ms' (one field,
+-- so starting and acknowledging touch one field per entry). The count, '0' when none.
+local function attempts_of(attempts, id)
+  local v = redis.call('HGET', attempts, id)
+  return v and string.match(v, '^(%d+)') or '0'
+end
+
+-- Forgets an entry's attempt record and retry schedule.
 local function forget(attempts, retry, id)
-  redis.call('HDEL', attempts, id, 'f:' .. id)
+  redis.call('HDEL', attempts, id)
   redis.call('ZREM', retry, id)
 end
 
@@ -67,4 +77,10 @@ local function dead_letter(k, group, id, fields, kind, detail, attempts)
   redis.call(unpack(args))
   redis.call('XACK', k[1], group, id)
   forget(k[3], k[4], id)
+end
+
+-- Calls f with the items of list as arguments, 1000 at a time (Lua's unpack is bounded by
+-- its stack).
+local function each_chunk(list, f)
+  for s = 1, #list, 1000 do f(unpack(list, s, math.min(s + 999, #list))) end
 end

@@ -1,27 +1,81 @@
--- Starts a delivery: checks the lease (and restarts its ack timeout), acks and skips an
--- entry that was trimmed or deleted, dead-letters it as parked when an earlier message of
--- its key is in the dead letter, else counts the attempt (our own counter) and takes it
--- off the retry schedule.
--- KEYS: stream, lease, attempts, retry, parked, dead; ARGV: group, id, token, ttl (ms), key.
--- Returns {'lost'}, {'gone', stats}, {'parked', behind, stats} or
--- {'ok', attempt, ms since the first attempt, stats}.
-if redis.call('GET', KEYS[2]) ~= ARGV[3] then return {'lost'} end
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
-local e = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
-if #e == 0 then
-  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-  forget(KEYS[3], KEYS[4], ARGV[2])
-  return {'gone', stats(KEYS[1], ARGV[1], KEYS[3], true)}
+-- Starts deliveries, many in one call: per partition, checks the lease (and restarts its ack
+-- timeout), then per entry dead-letters it as parked when an earlier message of its key is in
+-- the dead letter (acking and skipping it instead if it was deleted), else counts the attempt
+-- (our own record: count and first attempt's time) and takes it off the retry schedule.
+-- KEYS: per partition stream, lease, attempts, retry, parked, dead; ARGV: group, token,
+-- ttl (ms), then per partition a count n and n pairs (entry id, message key).
+-- Returns per partition {'lost'} or {'ok', results, stats (empty when nothing was acked)},
+-- results holding three items per entry, flat: 'gone', 0, 0 / 'parked', behind, 0 / 'ok',
+-- attempt, ms since the first attempt.
+local group, token, ttl = ARGV[1], ARGV[2], ARGV[3]
+local out, a = {}, 4
+local now = nil
+for i = 1, #KEYS, 6 do
+  local k = {KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3], KEYS[i + 4], KEYS[i + 5]}
+  local n = tonumber(ARGV[a])
+  a = a + 1
+  if redis.call('GET', k[2]) ~= token then
+    out[#out + 1] = {'lost'}
+    a = a + 2 * n
+  else
+    redis.call('PEXPIRE', k[2], ttl)
+    -- Most partitions have no parked key and no retry scheduled: skip those lookups.
+    local parked = redis.call('EXISTS', k[5]) == 1
+    local retry = redis.call('EXISTS', k[4]) == 1
+    local res, starts, ids = {}, {}, {}
+    local changed = false
+    for j = 1, n do
+      local id, key = ARGV[a], ARGV[a + 1]
+      a = a + 2
+      -- The consumer holds the entry's fields already (read, or claimed, moments ago); the
+      -- stream is looked at again only to dead-letter a parked one (it copies the fields),
+      -- and a pending entry is never trimmed, so that lookup only misses after an XDEL.
+      local behind = parked and redis.call('HGET', k[5], key)
+      local e = behind and redis.call('XRANGE', k[1], id, id)
+      if e and #e == 0 then
+        redis.call('XACK', k[1], group, id)
+        forget(k[3], k[4], id)
+        res[3 * j - 2], res[3 * j - 1], res[3 * j] = 'gone', 0, 0
+        changed = true
+      elseif behind then
+        dead_letter(k, group, id, e[1][2], 'parked', behind, attempts_of(k[3], id))
+        res[3 * j - 2], res[3 * j - 1], res[3 * j] = 'parked', behind, 0
+        changed = true
+      else
+        starts[#starts + 1] = j
+        ids[j] = id
+      end
+    end
+    -- The attempt records of the started entries: one read and one write for all.
+    if #starts > 0 then
+      now = now or now_ms()
+      local fields = {}
+      for x, j in ipairs(starts) do fields[x] = ids[j] end
+      local old = {}
+      each_chunk(fields, function(...)
+        for _, v in ipairs(redis.call('HMGET', k[3], ...)) do old[#old + 1] = v end
+      end)
+      local set, started = {}, {}
+      for x, j in ipairs(starts) do
+        local c, first = 1, now
+        if old[x] then
+          local n, f = string.match(old[x], '^(%d+):?(%d*)$')
+          c = tonumber(n or '0') + 1
+          if f and f ~= '' then first = f end
+        end
+        set[#set + 1] = ids[j]
+        set[#set + 1] = c .. ':' .. first
+        started[#started + 1] = ids[j]
+        res[3 * j - 2], res[3 * j - 1], res[3 * j] = 'ok', c, tonumber(now) - tonumber(first)
+      end
+      each_chunk(set, function(...) redis.call('HSET', k[3], ...) end)
+      if retry then each_chunk(started, function(...) redis.call('ZREM', k[4], ...) end) end
+    end
+    -- Starting changes neither the entries added nor the unacknowledged ones: stats only
+    -- when an entry was acked here.
+    local st = {}
+    if changed then st = stats(k[1], group, k[3], true) end
+    out[#out + 1] = {'ok', res, st}
+  end
 end
-local behind = redis.call('HGET', KEYS[5], ARGV[5])
-if behind then
-  local n = redis.call('HGET', KEYS[3], ARGV[2]) or '0'
-  dead_letter(KEYS, ARGV[1], ARGV[2], e[1][2], 'parked', behind, n)
-  return {'parked', behind, stats(KEYS[1], ARGV[1], KEYS[3], true)}
-end
-local now = now_ms()
-local n = redis.call('HINCRBY', KEYS[3], ARGV[2], 1)
-redis.call('HSETNX', KEYS[3], 'f:' .. ARGV[2], now)
-local first = redis.call('HGET', KEYS[3], 'f:' .. ARGV[2])
-redis.call('ZREM', KEYS[4], ARGV[2])
-return {'ok', n, tonumber(now) - tonumber(first), stats(KEYS[1], ARGV[1], KEYS[3], true)}
+return out

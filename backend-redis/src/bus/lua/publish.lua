@@ -1,17 +1,26 @@
 -- Appends messages to partition streams in one step (all or nothing on one node).
--- KEYS: partition streams; ARGV: count, then per message: KEYS index, id, key, priority,
+-- KEYS: partition streams; ARGV: per stream a count n, then n times id, key, priority,
 -- content type, headers, payload.
-for _, s in ipairs(KEYS) do
-  local t = redis.call('TYPE', s).ok
-  if t ~= 'none' and t ~= 'stream' then
-    return redis.error_reply('WRONGTYPE ' .. s .. ' is not a stream')
+-- Several streams: check them all before writing any. One stream: its first XADD fails
+-- before anything is written.
+if #KEYS > 1 then
+  for _, s in ipairs(KEYS) do
+    local t = redis.call('TYPE', s).ok
+    if t ~= 'none' and t ~= 'stream' then
+      return redis.error_reply('WRONGTYPE ' .. s .. ' is not a stream')
+    end
   end
 end
-local n = tonumber(ARGV[1])
-local ids = {}
-for i = 0, n - 1 do
-  local b = 2 + i * 7
-  ids[#ids + 1] = redis.call('XADD', KEYS[tonumber(ARGV[b])], '*', 'id', ARGV[b + 1],
-    'k', ARGV[b + 2], 'p', ARGV[b + 3], 'ct', ARGV[b + 4], 'h', ARGV[b + 5], 'd', ARGV[b + 6])
+-- Per stream (in KEYS order): the count of its messages, then theirs.
+local a = 1
+for _, s in ipairs(KEYS) do
+  local n = tonumber(ARGV[a])
+  a = a + 1
+  for _ = 1, n do
+    redis.call('XADD', s, '*', 'id', ARGV[a], 'k', ARGV[a + 1], 'p', ARGV[a + 2],
+      'ct', ARGV[a + 3], 'h', ARGV[a + 4], 'd', ARGV[a + 5])
+    a = a + 6
+  end
 end
-return ids
+-- The count only: the ids are not needed, and building and parsing them costs.
+return a

@@ -14,7 +14,7 @@ elseif op == 'dead' then
   local e = redis.call('XRANGE', KEYS[1], id, id)
   local fields = {}
   if #e > 0 then fields = e[1][2] end
-  local n = redis.call('HGET', KEYS[3], id) or '0'
+  local n = attempts_of(KEYS[3], id)
   dead_letter(KEYS, group, id, fields, ARGV[5], ARGV[6], n)
   if ARGV[7] == '1' then redis.call('HSET', KEYS[5], ARGV[8], ARGV[9]) end
 else
