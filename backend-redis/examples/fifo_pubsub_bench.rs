@@ -1,7 +1,7 @@
 //! Rough figures for the Pub/Sub bus and the FIFO queues on one server.
 //!
 //! ```text
-//! cargo run --release -p backend-redis --example bus_bench
+//! cargo run --release -p backend-redis --example fifo_pubsub_bench
 //! ```
 //!
 //! Uses `REDIS_URL` (default `redis://127.0.0.1:6379`); everything lives under a fresh
