@@ -32,6 +32,10 @@ pub(super) struct Topic {
     pub(super) groups: HashMap<String, Group>,
 }
 
+/// Un-acknowledged entries of a partition one pick looks at; ready ones among them compete
+/// by priority.
+pub(super) const PICK_WINDOW: usize = 256;
+
 #[derive(Default)]
 pub(super) struct Part {
     /// Retained entries; offsets are contiguous from the front's.
@@ -237,9 +241,19 @@ impl Shared {
             }
             let mut blocked: HashSet<&str> = HashSet::new();
             let from = gp.acked_below.max(part.front_offset());
-            for entry in part.entries.iter().skip_while(|e| e.offset < from) {
+            let skip = usize::try_from(from - part.front_offset())
+                .unwrap_or(usize::MAX)
+                .min(part.entries.len());
+            // A pick looks at a window of un-acknowledged entries, as the Redis bus reads
+            // one: scanning the whole backlog on every pick made consuming it quadratic.
+            let mut looked = 0usize;
+            for entry in part.entries.range(skip..) {
                 if gp.is_acked(entry.offset) {
                     continue;
+                }
+                looked += 1;
+                if looked > PICK_WINDOW {
+                    break;
                 }
                 let Body::Message(_) = &entry.body else {
                     // Undecodable: no key to order by; dead-lettered as soon as seen.
