@@ -4,7 +4,7 @@
 use cqrs_core::{Batch, Checkpoint, Error, EventFilter, Result};
 use sqlx::{postgres::PgRow, Row};
 
-use crate::backend::{column_at, count_i64, position, EventColumns, PARTITION};
+use crate::backend::{column_at, count_i64, position, EventColumns, Xid8, PARTITION};
 use crate::{error, PgBackend};
 
 /// How many rows one filtered `read_all` scans at most (an unfiltered one scans `max`).
@@ -70,10 +70,8 @@ impl PgBackend {
                 let lag: i64 = row.try_get_unchecked(c.lag).map_err(get)?;
                 metrics::gauge!(LAG_GAUGE, "schema" => self.schema.as_str().to_owned()).set(lag as f64);
             }
-            let at = position(
-                row.try_get_unchecked(c.tx).map_err(get)?,
-                row.try_get_unchecked(c.seq).map_err(get)?,
-            )?;
+            let Xid8(tx) = row.try_get_unchecked(c.tx).map_err(get)?;
+            let at = position(tx, row.try_get_unchecked(c.seq).map_err(get)?)?;
             if row.try_get_unchecked::<bool, _>(c.hit).map_err(get)? {
                 if events.len() >= max {
                     break;
@@ -137,7 +135,7 @@ impl LogColumns {
         Ok(LogColumns {
             scanned: at("scanned", "INT8")?,
             lag: at("lag", "INT8")?,
-            tx: at("tx", "INT8")?,
+            tx: at("tx", "xid8")?,
             seq: at("seq", "INT8")?,
             hit: at("hit", "BOOL")?,
             event: EventColumns::of(row)?,

@@ -1,7 +1,7 @@
 SELECT * FROM (
-    SELECT e.stream_id, e.version, e.tx_id::text::bigint AS tx, e.seq, e.event_id, e.event_type,
+    SELECT e.stream_id, e.version, e.tx_id AS tx, e.seq, e.event_id, e.event_type,
            e.schema_version, e.content_type, e.content_encoding, e.metadata, e.payload,
-           floor(round(date_part('epoch', e.recorded_at) * 1000000) / 1000)::bigint AS recorded_ms,
+           e.recorded_at,
            sum(octet_length(e.payload)) OVER (ORDER BY e.version) - octet_length(e.payload) AS bytes_before
     FROM __SCHEMA__.events e
     WHERE e.stream_id = $1 AND e.version >= $2

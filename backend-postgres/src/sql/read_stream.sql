@@ -16,13 +16,13 @@ WITH st AS MATERIALIZED (
         LIMIT $3
     ) p
 )
-SELECT 1::smallint AS state, e.stream_id, e.version, e.tx_id::text::bigint AS tx, e.seq, e.event_id,
+SELECT 1::smallint AS state, e.stream_id, e.version, e.tx_id AS tx, e.seq, e.event_id,
        e.event_type, e.schema_version, e.content_type, e.content_encoding, e.metadata, e.payload,
-       floor(round(date_part('epoch', e.recorded_at) * 1000000) / 1000)::bigint AS recorded_ms
+       e.recorded_at
 FROM __SCHEMA__.events e
 WHERE e.stream_id = $1 AND e.version >= (SELECT from_v FROM st)
   AND e.version <= (SELECT max(version) FROM page WHERE bytes_before <= $4)
 UNION ALL
-SELECT 3::smallint, NULL::text, NULL::bigint, NULL::bigint, NULL::bigint, NULL::uuid, NULL::text,
-       NULL::bigint, NULL::text, NULL::text, NULL::text, NULL::bytea, NULL::bigint
+SELECT 3::smallint, NULL::text, NULL::bigint, NULL::xid8, NULL::bigint, NULL::uuid, NULL::text,
+       NULL::bigint, NULL::text, NULL::text, NULL::text, NULL::bytea, NULL::timestamptz
 FROM st WHERE state = 3
