@@ -15,6 +15,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "json_i64 without a subtransaction",
         include_str!("../migrations/0004_json_i64_without_subtransaction.sql"),
     ),
+    (
+        5,
+        "outbox id per topic",
+        include_str!("../migrations/0005_outbox_id_per_topic.sql"),
+    ),
 ];
 
 /// Creates the schema and its migrations table.

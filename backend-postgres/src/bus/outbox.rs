@@ -193,11 +193,11 @@ impl PgBus {
     /// rows become visible when that transaction commits, atomically with the caller's own
     /// writes, and are delivered in `(tx_id, seq)` order below the horizon (so a long
     /// transaction delays them, it never loses them). Nothing is notified: call
-    /// [`PgBus::wake`] after the commit, or the notifier's poll finds them.
+    /// [`PgBus::wake`] after the commit, or the notifier's poll finds them. A message whose id
+    /// the topic already holds is skipped (re-publishing is a no-op).
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for a bad topic or message (before any I/O),
-    /// [`Error::AlreadyExists`] for a message id already in the outbox,
     /// [`Error::Unavailable`], [`Error::Closed`].
     ///
     /// # Cancel safety
@@ -247,7 +247,7 @@ impl PgBus {
             .bind(payloads)
             .execute(&mut *conn)
             .await
-            .map_err(map_publish)?;
+            .map_err(error::sent)?;
         Ok(())
     }
 
@@ -281,7 +281,7 @@ impl PgBus {
             .bind(vec![error.as_bytes()])
             .execute(&mut *conn)
             .await
-            .map_err(map_publish)?;
+            .map_err(error::sent)?;
         drop(conn);
         self.wake();
         Ok(())
@@ -293,18 +293,6 @@ impl PgBackend {
     pub fn bus(&self, options: PgBusOptions) -> PgBus {
         PgBus::new(self, options)
     }
-}
-
-/// A duplicate message id is `AlreadyExists`; the rest as every statement.
-fn map_publish(e: sqlx::Error) -> Error {
-    if let sqlx::Error::Database(db) = &e {
-        if db.constraint() == Some("outbox_id_key") {
-            return Error::AlreadyExists {
-                what: "message id (already in the outbox)".into(),
-            };
-        }
-    }
-    error::sent(e)
 }
 
 /// A message from its outbox columns, or why it does not decode.
