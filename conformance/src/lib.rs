@@ -34,6 +34,7 @@ pub mod log;
 pub mod policies;
 pub mod projections;
 pub mod read_store;
+pub mod relay;
 pub mod snapshot_store;
 pub mod state_store;
 
