@@ -53,12 +53,13 @@ impl Keys {
 
     /// A key of partition `partition` for `kind` and a user-chosen `name`.
     pub(crate) fn named(&self, partition: u32, kind: &str, name: &str) -> String {
-        format!("{}:{{{}}}:{kind}:{name}", self.prefix, self.tag(partition))
+        // `concat` sizes the string once; `format!` was a tenth of a single append's client time.
+        [self.prefix.as_str(), ":{", self.tag(partition), "}:", kind, ":", name].concat()
     }
 
     /// A partition-wide key (its log, its stream lists).
     pub(crate) fn partition(&self, partition: u32, kind: &str) -> String {
-        format!("{}:{{{}}}:{kind}", self.prefix, self.tag(partition))
+        [self.prefix.as_str(), ":{", self.tag(partition), "}:", kind].concat()
     }
 
     /// A read-model, checkpoint or lease key.
