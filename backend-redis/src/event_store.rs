@@ -224,6 +224,25 @@ pub(crate) fn decode_event(stream: &StreamId, partition: u32, entry: Value) -> R
     })
 }
 
+/// The outcome of an append from the script's status answer `ok <first> <last> <log entry>
+/// <index of the last event>`.
+fn appended(answer: &str, partition: u32) -> Result<AppendOutcome> {
+    let bad = || unexpected(&format!("append answered {answer:?}"));
+    let mut parts = answer.split(' ');
+    if parts.next() != Some("ok") {
+        return Err(bad());
+    }
+    let mut number = || parts.next().and_then(|x| x.parse::<u64>().ok()).ok_or_else(bad);
+    let (first, last) = (number()?, number()?);
+    let lid = parts.next().and_then(parse_entry_id).ok_or_else(bad)?;
+    let index = parts.next().and_then(|x| x.parse::<u64>().ok()).ok_or_else(bad)?;
+    Ok(AppendOutcome {
+        first_version: first,
+        next_expected: last,
+        position: Some(Position::new(partition, [lid[0], lid[1], index])),
+    })
+}
+
 /// Entries fetched by the first request of a stream read.
 const FIRST_CHUNK: usize = 256;
 /// Most entries fetched by one request of a stream read.
@@ -439,9 +458,13 @@ impl EventStore for RedisBackend {
         for e in &events {
             inv.arg(pack(e)?);
         }
-        let (status, mut items) = reply::status(self.conn.script(&inv).await?)?;
+        let answer = self.conn.script(&inv).await?;
+        if let Value::SimpleString(ok) = &answer {
+            return appended(ok, p);
+        }
+        let (status, mut items) = reply::status(answer)?;
         match status.as_str() {
-            "ok" | "dup" => {
+            "dup" => {
                 let first = reply::next_u64(&mut items)?;
                 let last = reply::next_u64(&mut items)?;
                 let lid = reply::next_string(&mut items)?;

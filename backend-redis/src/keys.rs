@@ -54,7 +54,16 @@ impl Keys {
     /// A key of partition `partition` for `kind` and a user-chosen `name`.
     pub(crate) fn named(&self, partition: u32, kind: &str, name: &str) -> String {
         // `concat` sizes the string once; `format!` was a tenth of a single append's client time.
-        [self.prefix.as_str(), ":{", self.tag(partition), "}:", kind, ":", name].concat()
+        [
+            self.prefix.as_str(),
+            ":{",
+            self.tag(partition),
+            "}:",
+            kind,
+            ":",
+            name,
+        ]
+        .concat()
     }
 
     /// A partition-wide key (its log, its stream lists).

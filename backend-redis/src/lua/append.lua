@@ -98,4 +98,6 @@ if np > 0 then redis.call('HSET', KEYS[3], unpack(pairs_, 1, np)) end
 redis.call('HSET', KEYS[1], 'v', last, 'st', 'L')
 if st ~= 'L' then redis.call('ZADD', KEYS[5], 0, ARGV[1]) end
 if not st then redis.call('ZADD', KEYS[6], 0, ARGV[1]) end
-return {'ok', first, last, lid, tostring(n - 1)}
+-- One status string, not an array: the reply of every append is parsed, and redis-rs parses
+-- one element several times faster than five.
+return redis.status_reply('ok ' .. first .. ' ' .. last .. ' ' .. lid .. ' ' .. tostring(n - 1))
