@@ -18,3 +18,8 @@ pub use projection::{Projection, ProjectionRunner, RunnerHandle, RunnerOptions, 
 pub use relay::{event_message, Relay, RelayHandle, RelayOptions, RelayStatus};
 pub use retry::RetryPolicy;
 pub use task::Handle;
+
+/// The README's example, compiled as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
