@@ -213,24 +213,12 @@ pub(super) fn parse_entry(entry: &str) -> Option<(usize, u64)> {
 #[async_trait]
 impl EventBus for MemoryBus {
     fn capabilities(&self) -> BusCapabilities {
-        BusCapabilities {
-            partitions: self.shared.partitions,
-            durable: true,
-            ordered_per_key: true,
-            dead_letter: true,
-            delayed_retry: true,
-            priorities: true,
-            claim: true,
-            retention: true,
-        }
+        BusCapabilities::all(self.shared.partitions)
     }
 
     async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
         self.shared.check_open()?;
-        validate_name("topic", topic)?;
-        for m in &messages {
-            m.validate()?;
-        }
+        cqrs_core::bus::validate_publish(topic, &messages)?;
         if messages.is_empty() {
             return Ok(());
         }

@@ -209,10 +209,7 @@ impl PgBus {
         messages: Vec<Message>,
     ) -> Result<()> {
         self.shared.check_open()?;
-        validate_name("topic", topic)?;
-        for m in &messages {
-            m.validate()?;
-        }
+        cqrs_core::bus::validate_publish(topic, &messages)?;
         if messages.is_empty() {
             return Ok(());
         }
@@ -335,16 +332,7 @@ impl fmt::Debug for PgBus {
 #[async_trait]
 impl EventBus for PgBus {
     fn capabilities(&self) -> BusCapabilities {
-        BusCapabilities {
-            partitions: self.shared.options.get_partitions(),
-            durable: true,
-            ordered_per_key: true,
-            dead_letter: true,
-            delayed_retry: true,
-            priorities: true,
-            claim: true,
-            retention: true,
-        }
+        BusCapabilities::all(self.shared.options.get_partitions())
     }
 
     async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<()> {

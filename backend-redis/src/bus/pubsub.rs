@@ -26,7 +26,7 @@ use cqrs_core::{
         HandlerErrorKind, Health, HealthStatus, LatencyWindow, Message, MessageHandler, MessageId, Priority,
         Subscription, SubscriptionMetrics, SubscriptionSpec,
     },
-    validate_name, ContentType, Error, Metadata, Result, Timestamp,
+    ContentType, Error, Metadata, Result, Timestamp,
 };
 use futures::FutureExt;
 use redis::{PushInfo, PushKind, Value};
@@ -390,10 +390,7 @@ impl EventBus for RedisPubSubBus {
     /// order or not at all.
     async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
         self.shared.check_open()?;
-        validate_name("topic", topic)?;
-        for m in &messages {
-            m.validate()?;
-        }
+        cqrs_core::bus::validate_publish(topic, &messages)?;
         if messages.is_empty() {
             return Ok(());
         }

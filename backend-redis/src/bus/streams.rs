@@ -209,16 +209,7 @@ impl fmt::Debug for RedisBus {
 #[async_trait]
 impl EventBus for RedisBus {
     fn capabilities(&self) -> BusCapabilities {
-        BusCapabilities {
-            partitions: self.shared.options.partitions,
-            durable: true,
-            ordered_per_key: true,
-            dead_letter: true,
-            delayed_retry: true,
-            priorities: true,
-            claim: true,
-            retention: true,
-        }
+        BusCapabilities::all(self.shared.options.partitions)
     }
 
     /// Appends the messages to their partition streams: on a single node in one script
@@ -228,10 +219,7 @@ impl EventBus for RedisBus {
     #[tracing::instrument(skip_all, err(level = "debug"), fields(bus = "redis", topic = %topic, n = messages.len()))]
     async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
         self.shared.check_open()?;
-        validate_name("topic", topic)?;
-        for m in &messages {
-            m.validate()?;
-        }
+        cqrs_core::bus::validate_publish(topic, &messages)?;
         if messages.is_empty() {
             return Ok(());
         }

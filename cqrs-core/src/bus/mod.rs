@@ -82,6 +82,33 @@ pub struct BusCapabilities {
     pub retention: bool,
 }
 
+impl BusCapabilities {
+    /// Every capability, with `partitions` partitions per topic: what a durable, ordered
+    /// transport (memory, Redis Streams, the PostgreSQL outbox) declares.
+    pub const fn all(partitions: u32) -> Self {
+        BusCapabilities {
+            partitions,
+            durable: true,
+            ordered_per_key: true,
+            dead_letter: true,
+            delayed_retry: true,
+            priorities: true,
+            claim: true,
+            retention: true,
+        }
+    }
+}
+
+/// Checks what every transport refuses before any I/O: a bad topic name and any bad message
+/// ([`Message::validate`]).
+///
+/// # Errors
+/// [`crate::Error::InvalidInput`].
+pub fn validate_publish(topic: &str, messages: &[Message]) -> Result<()> {
+    crate::validate_name("topic", topic)?;
+    messages.iter().try_for_each(Message::validate)
+}
+
 /// A message bus: publish to topics, subscribe with consumer groups.
 ///
 /// Object safe: applications hold `Arc<dyn EventBus>`.
