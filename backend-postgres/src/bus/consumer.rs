@@ -1,6 +1,7 @@
 //! One subscription: a coordinator task (membership, leases, rebalancing, loading rows,
 //! metrics) and `concurrency` worker tasks (pick, record the delivery, call the handler,
-//! settle), all fenced by the partition leases' epochs.
+//! settle), and two batch tasks that record the workers' deliveries and acknowledgements a
+//! batch per statement, all fenced by the partition leases' epochs.
 
 use std::{
     collections::BTreeMap,
@@ -23,7 +24,7 @@ use cqrs_core::{
 };
 use futures::FutureExt;
 use sqlx::{postgres::PgRow, Row};
-use tokio::{sync::watch, sync::Notify, task::JoinHandle, time::Instant};
+use tokio::{sync::oneshot, sync::watch, sync::Notify, task::JoinHandle, time::Instant};
 use uuid::Uuid;
 
 use super::outbox::{decode, reason_columns, Shared};
@@ -107,6 +108,58 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// A delivery waiting to be recorded by the next batch: (partition, epoch, row).
+type DeliverReq = (u32, i64, Pos);
+/// Its attempt number, `None` when the lease was lost, or why the batch failed.
+type DeliverOut = std::result::Result<Option<i32>, String>;
+/// An acknowledgement waiting for the next batch: (partition, epoch, row, new floor, whether
+/// to count lag and published).
+type AckReq = (u32, i64, Pos, Option<Pos>, bool);
+/// Whether the lease was still held (the row is settled), or why the batch failed.
+type AckOut = std::result::Result<bool, String>;
+
+/// Requests queued for one batched statement, and the wake-up of the task that runs it.
+/// Workers' deliveries and acknowledgements are batched so that `concurrency` workers cost
+/// one statement (one commit) per batch rather than one per message.
+struct Queue<T, R> {
+    items: Mutex<Vec<(T, oneshot::Sender<R>)>>,
+    wake: Notify,
+}
+
+impl<T, R> Default for Queue<T, R> {
+    fn default() -> Self {
+        Queue {
+            items: Mutex::new(Vec::new()),
+            wake: Notify::new(),
+        }
+    }
+}
+
+impl<T, R> Queue<T, R> {
+    /// Queues a request and waits for its answer (`None`: the batch task ended).
+    async fn submit(&self, item: T) -> Option<R> {
+        let (tx, rx) = oneshot::channel();
+        self.items
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((item, tx));
+        // notify_one keeps a permit, so a request queued while a batch runs is not missed.
+        self.wake.notify_one();
+        rx.await.ok()
+    }
+
+    /// Everything queued, waiting until something is.
+    async fn take(&self) -> Vec<(T, oneshot::Sender<R>)> {
+        loop {
+            let items = std::mem::take(&mut *self.items.lock().unwrap_or_else(PoisonError::into_inner));
+            if !items.is_empty() {
+                return items;
+            }
+            self.wake.notified().await;
+        }
+    }
+}
+
 /// How a delivery ended.
 enum Settle {
     Ack,
@@ -137,6 +190,8 @@ pub(super) struct Consumer {
     more: Notify,
     counters: Counters,
     epoch: Instant,
+    delivers: Queue<DeliverReq, DeliverOut>,
+    acks: Queue<AckReq, AckOut>,
 }
 
 pub(super) async fn subscribe(
@@ -192,6 +247,8 @@ pub(super) async fn subscribe(
         local: Notify::new(),
         more: Notify::new(),
         epoch: Instant::now(),
+        delivers: Queue::default(),
+        acks: Queue::default(),
     });
     // The first rebalance runs here, so a failure is the caller's and the consumer owns its
     // partitions when this returns.
@@ -223,11 +280,23 @@ pub(super) async fn subscribe(
         let c = Arc::clone(&consumer);
         runtime.spawn(async move { c.coordinate(stop_rx).await })
     };
+    // Like the coordinator, the batch tasks serve the workers until `stop()` ends them.
+    let batches = {
+        let (c, a) = (Arc::clone(&consumer), Arc::clone(&consumer));
+        vec![
+            runtime.spawn(async move { c.deliver_batches().await }),
+            runtime.spawn(async move { a.ack_batches().await }),
+        ]
+    };
     let name = consumer.spec.consumer_name().to_owned();
     Ok(Box::new(PgSubscription {
         consumer,
         stop: stop_tx,
-        tasks: Mutex::new(Some(Tasks { workers, coordinator })),
+        tasks: Mutex::new(Some(Tasks {
+            workers,
+            coordinator,
+            batches,
+        })),
         name,
     }))
 }
@@ -693,20 +762,14 @@ impl Consumer {
         }
     }
 
-    /// Records the delivery (fenced), calls the handler, settles.
+    /// Records the delivery (fenced, batched with other workers' by `deliver_batches`),
+    /// calls the handler, settles.
     async fn deliver(&self, t: Ticket) {
-        let attempt = sqlx::query_scalar::<_, i32>(&self.shared.sql.deliver)
-            .bind(self.spec.topic())
-            .bind(self.spec.group())
-            .bind(part_i32(t.part))
-            .bind(&self.owner)
-            .bind(t.epoch)
-            .bind(t.pos.tx_text())
-            .bind(t.pos.seq)
-            .bind(self.ack_ms)
-            .bind(self.spec.consumer_name())
-            .fetch_optional(&self.shared.pool)
-            .await;
+        let attempt = self
+            .delivers
+            .submit((t.part, t.epoch, t.pos))
+            .await
+            .unwrap_or_else(|| Err("the delivery batch task ended".to_owned()));
         let attempt = match attempt {
             Ok(Some(n)) => u32::try_from(n).unwrap_or(1),
             Ok(None) => {
@@ -813,8 +876,10 @@ impl Consumer {
             .await;
     }
 
-    /// Ends a delivery in one statement fenced by the lease (a transaction when it
-    /// dead-letters, so the counts are stored before the dead letter is visible).
+    /// Ends a delivery in one statement fenced by the lease: acknowledgements (and drops)
+    /// join the next batched statement of `ack_batches`; retries and dead letters run their
+    /// own (a transaction when it dead-letters, so the counts are stored before the dead
+    /// letter is visible).
     async fn settle(
         &self,
         part: u32,
@@ -876,27 +941,38 @@ impl Consumer {
             .bind(want_counts);
         self.counters.settling.fetch_add(1, Ordering::SeqCst);
         self.counters.settle_gen.fetch_add(1, Ordering::SeqCst);
-        let result: std::result::Result<bool, sqlx::Error> = async {
-            if reason.is_some() {
-                let mut tx = self.shared.pool.begin().await?;
-                let row = query.fetch_one(&mut *tx).await?;
-                let owned = self.store_counts(&row)?;
-                // Counted before the dead letter becomes visible, as the counts are.
-                let dead = &self.counters.dead_lettered;
-                if owned {
-                    dead.fetch_add(1, Ordering::SeqCst);
-                }
-                if let Err(e) = tx.commit().await {
-                    if owned {
-                        dead.fetch_sub(1, Ordering::SeqCst);
-                    }
-                    return Err(e);
-                }
-                Ok(owned)
-            } else {
-                let row = query.fetch_one(&self.shared.pool).await?;
-                self.store_counts(&row)
+        let batched = matches!(settle, Settle::Ack | Settle::Drop);
+        let result: std::result::Result<bool, String> = async {
+            if batched {
+                return self
+                    .acks
+                    .submit((part, epoch, pos, floor, want_counts))
+                    .await
+                    .unwrap_or_else(|| Err("the acknowledgement batch task ended".to_owned()));
             }
+            let single = async {
+                if reason.is_some() {
+                    let mut tx = self.shared.pool.begin().await?;
+                    let row = query.fetch_one(&mut *tx).await?;
+                    let owned = self.store_counts(&row)?;
+                    // Counted before the dead letter becomes visible, as the counts are.
+                    let dead = &self.counters.dead_lettered;
+                    if owned {
+                        dead.fetch_add(1, Ordering::SeqCst);
+                    }
+                    if let Err(e) = tx.commit().await {
+                        if owned {
+                            dead.fetch_sub(1, Ordering::SeqCst);
+                        }
+                        return Err(e);
+                    }
+                    Ok(owned)
+                } else {
+                    let row = query.fetch_one(&self.shared.pool).await?;
+                    self.store_counts(&row)
+                }
+            };
+            single.await.map_err(|e: sqlx::Error| e.to_string())
         }
         .await;
         self.counters.settle_gen.fetch_add(1, Ordering::SeqCst);
@@ -931,6 +1007,123 @@ impl Consumer {
                 self.counters.note_error(format!("settling a delivery: {e}"));
                 self.lock().release(part, epoch, pos);
                 self.local.notify_waiters();
+            }
+        }
+    }
+
+    /// Records the queued deliveries, one statement per batch, until aborted.
+    async fn deliver_batches(self: Arc<Self>) {
+        loop {
+            let batch = self.delivers.take().await;
+            let mut v = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for ((part, epoch, pos), _) in &batch {
+                v.0.push(part_i32(*part));
+                v.1.push(*epoch);
+                v.2.push(pos.tx_text());
+                v.3.push(pos.seq);
+            }
+            let mut tries = 0;
+            let rows = loop {
+                let r = sqlx::query(&self.shared.sql.deliver_batch)
+                    .bind(self.spec.topic())
+                    .bind(self.spec.group())
+                    .bind(&self.owner)
+                    .bind(self.ack_ms)
+                    .bind(self.spec.consumer_name())
+                    .bind(&v.0)
+                    .bind(&v.1)
+                    .bind(&v.2)
+                    .bind(&v.3)
+                    .fetch_all(&self.shared.pool)
+                    .await;
+                match r {
+                    Err(e) if is_retryable(&e) && tries + 1 < TRIES => tries += 1,
+                    other => break other,
+                }
+            };
+            let rows = rows.map_err(|e| e.to_string()).and_then(|rows| {
+                let mut got = BTreeMap::new();
+                for row in &rows {
+                    let p: i32 = row.try_get("partition").map_err(|e| e.to_string())?;
+                    let tx: String = row.try_get("tx").map_err(|e| e.to_string())?;
+                    let seq: i64 = row.try_get("seq").map_err(|e| e.to_string())?;
+                    let n: i32 = row.try_get("attempts").map_err(|e| e.to_string())?;
+                    if let Some(pos) = Pos::parse(&tx, seq) {
+                        got.insert((p, pos), n);
+                    }
+                }
+                Ok(got)
+            });
+            for ((part, _, pos), reply) in batch {
+                let out = match &rows {
+                    Ok(got) => Ok(got.get(&(part_i32(part), pos)).copied()),
+                    Err(e) => Err(e.clone()),
+                };
+                let _ = reply.send(out);
+            }
+        }
+    }
+
+    /// Acknowledges the queued deliveries, one statement per batch, until aborted.
+    async fn ack_batches(self: Arc<Self>) {
+        loop {
+            let batch = self.acks.take().await;
+            // Per partition (and epoch): the furthest new floor of its settles.
+            let mut floors: BTreeMap<(u32, i64), Option<Pos>> = BTreeMap::new();
+            let mut rows = (Vec::new(), Vec::new(), Vec::new());
+            let mut want = false;
+            for ((part, epoch, pos, floor, counts), _) in &batch {
+                let f = floors.entry((*part, *epoch)).or_default();
+                *f = (*f).max(*floor);
+                rows.0.push(part_i32(*part));
+                rows.1.push(pos.tx_text());
+                rows.2.push(pos.seq);
+                want |= *counts;
+            }
+            let mut parts = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for ((part, epoch), floor) in &floors {
+                parts.0.push(part_i32(*part));
+                parts.1.push(*epoch);
+                parts.2.push(floor.map(|f| f.tx_text()));
+                parts.3.push(floor.map(|f| f.seq));
+            }
+            let mut tries = 0;
+            let row = loop {
+                let r = sqlx::query(&self.shared.sql.ack_batch)
+                    .bind(self.spec.topic())
+                    .bind(self.spec.group())
+                    .bind(&self.owner)
+                    .bind(self.ack_ms)
+                    .bind(&parts.0)
+                    .bind(&parts.1)
+                    .bind(&parts.2)
+                    .bind(&parts.3)
+                    .bind(&rows.0)
+                    .bind(&rows.1)
+                    .bind(&rows.2)
+                    .bind(want)
+                    .fetch_one(&self.shared.pool)
+                    .await;
+                match r {
+                    Err(e) if is_retryable(&e) && tries + 1 < TRIES => tries += 1,
+                    other => break other,
+                }
+            };
+            let owned = row.map_err(|e| e.to_string()).and_then(|row| {
+                let owned: Vec<i32> = row.try_get("owned").map_err(|e| e.to_string())?;
+                if !owned.is_empty() {
+                    let lag: Option<i64> = row.try_get("lag").map_err(|e| e.to_string())?;
+                    let published: Option<i64> = row.try_get("published").map_err(|e| e.to_string())?;
+                    self.counters.set_counts(lag, published);
+                }
+                Ok(owned)
+            });
+            for ((part, ..), reply) in batch {
+                let out = match &owned {
+                    Ok(owned) => Ok(owned.contains(&part_i32(part))),
+                    Err(e) => Err(e.clone()),
+                };
+                let _ = reply.send(out);
             }
         }
     }
@@ -1001,6 +1194,7 @@ fn entry_from_row(row: &PgRow, part: &mut Part, now: Instant) -> Result<Entry> {
 struct Tasks {
     workers: Vec<JoinHandle<()>>,
     coordinator: JoinHandle<()>,
+    batches: Vec<JoinHandle<()>>,
 }
 
 /// A subscription to a [`PgBus`](super::PgBus) topic.
@@ -1093,6 +1287,9 @@ impl Subscription for PgSubscription {
                 }
             }
             tasks.coordinator.abort();
+            for b in &tasks.batches {
+                b.abort();
+            }
         }
         let left = c.leave().await;
         c.counters.stopped.store(true, Ordering::SeqCst);
@@ -1116,6 +1313,9 @@ impl Drop for PgSubscription {
                 w.abort();
             }
             tasks.coordinator.abort();
+            for b in tasks.batches {
+                b.abort();
+            }
             self.consumer.counters.stopped.store(true, Ordering::SeqCst);
         }
     }
