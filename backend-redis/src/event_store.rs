@@ -224,22 +224,31 @@ pub(crate) fn decode_event(stream: &StreamId, partition: u32, entry: Value) -> R
     })
 }
 
-/// The outcome of an append from the script's status answer `ok <first> <last> <log entry>
-/// <index of the last event>`.
+/// The outcome of an append from the script's status answer `<ok|dup> <first> <last> <log
+/// entry> <index of the last event>`: a fresh append, or the re-send of a committed batch
+/// (whose position is `-` when its entry could not be read back).
 fn appended(answer: &str, partition: u32) -> Result<AppendOutcome> {
     let bad = || unexpected(&format!("append answered {answer:?}"));
     let mut parts = answer.split(' ');
-    if parts.next() != Some("ok") {
+    let fresh = match parts.next() {
+        Some("ok") => true,
+        Some("dup") => false,
+        _ => return Err(bad()),
+    };
+    let mut number = || parts.next().and_then(|x| x.parse::<u64>().ok());
+    let (first, last) = (number().ok_or_else(bad)?, number().ok_or_else(bad)?);
+    let lid = parts.next().and_then(parse_entry_id);
+    let index = parts.next().and_then(|x| x.parse::<u64>().ok());
+    let position = lid
+        .zip(index)
+        .map(|([ms, seq], x)| Position::new(partition, [ms, seq, x]));
+    if fresh && position.is_none() {
         return Err(bad());
     }
-    let mut number = || parts.next().and_then(|x| x.parse::<u64>().ok()).ok_or_else(bad);
-    let (first, last) = (number()?, number()?);
-    let lid = parts.next().and_then(parse_entry_id).ok_or_else(bad)?;
-    let index = parts.next().and_then(|x| x.parse::<u64>().ok()).ok_or_else(bad)?;
     Ok(AppendOutcome {
         first_version: first,
         next_expected: last,
-        position: Some(Position::new(partition, [lid[0], lid[1], index])),
+        position,
     })
 }
 
@@ -464,20 +473,6 @@ impl EventStore for RedisBackend {
         }
         let (status, mut items) = reply::status(answer)?;
         match status.as_str() {
-            "dup" => {
-                let first = reply::next_u64(&mut items)?;
-                let last = reply::next_u64(&mut items)?;
-                let lid = reply::next_string(&mut items)?;
-                let index = reply::next_string(&mut items)?;
-                let position = parse_entry_id(&lid)
-                    .zip(index.parse::<u64>().ok())
-                    .map(|([ms, seq], x)| Position::new(p, [ms, seq, x]));
-                Ok(AppendOutcome {
-                    first_version: first,
-                    next_expected: last,
-                    position,
-                })
-            }
             "empty" => {
                 let current = reply::next_u64(&mut items)?;
                 Ok(AppendOutcome {

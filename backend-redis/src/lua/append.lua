@@ -55,7 +55,8 @@ if hits > 0 then
       end
     end
   end
-  return {'dup', found[1], last, lid or '', lx or ''}
+  -- The same status form as a fresh append (see the end); an unknown position is '-'.
+  return redis.status_reply('dup ' .. found[1] .. ' ' .. last .. ' ' .. ((lid ~= '' and lid) or '-') .. ' ' .. ((lx ~= '' and lx) or '-'))
 end
 
 if not expectation_holds(ARGV[2], ARGV[3], v, st) then
