@@ -20,6 +20,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "outbox id per topic",
         include_str!("../migrations/0005_outbox_id_per_topic.sql"),
     ),
+    (
+        6,
+        "append fast path",
+        include_str!("../migrations/0006_append_fast_path.sql"),
+    ),
 ];
 
 /// Creates the schema and its migrations table.

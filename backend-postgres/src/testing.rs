@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use cqrs_core::{AppendOutcome, Error, EventData, ExpectedVersion, Outcome, Result, StreamId};
 use sqlx::{Postgres, Transaction};
 
-use crate::event_store::{run_append, APPEND};
+use crate::event_store::{resolve_duplicate, run_append, APPEND, RESEND};
 use crate::{error, PgBackend};
 
 /// An append run inside a transaction that is still open: it holds the stream's lock and
@@ -52,7 +52,17 @@ impl PgBackend {
         let sql = self.sql(APPEND);
         let mut tx = self.pool.begin().await.map_err(error::not_sent)?;
         self.trip();
-        let outcome = run_append(&mut *tx, &sql, stream, expected, &events).await?;
+        let outcome = match run_append(&mut *tx, &sql, stream, expected, &events).await {
+            // The duplicate aborted the transaction: a re-send is answered in a fresh one,
+            // which then holds nothing (as a re-send writes nothing).
+            Err(failed @ Error::AlreadyExists { .. }) => {
+                tx.rollback().await.map_err(error::sent)?;
+                tx = self.pool.begin().await.map_err(error::not_sent)?;
+                let resent = self.sql(RESEND);
+                resolve_duplicate(&mut *tx, &resent, stream, expected, &events, failed).await?
+            }
+            result => result?,
+        };
         Ok(HeldAppend { tx, outcome })
     }
 
