@@ -68,8 +68,12 @@ pub(super) struct Counters {
     stopped: AtomicBool,
     gone: AtomicBool,
     breaker: Option<Mutex<Breaker>>,
-    /// (lag, published) as last counted.
-    counts: Mutex<(u64, u64)>,
+    /// (lag, published) as last counted, and the ticket of the statement that counted them.
+    counts: Mutex<(u64, u64, u64)>,
+    /// Tickets handed to counting statements as they are sent: a count that arrives after
+    /// one from a later-sent statement is stale (it may predate that statement's commit, say
+    /// an acknowledgement batch counting a message a concurrent dead letter just settled).
+    count_tickets: AtomicU64,
     /// Settles running / begun or ended: a heartbeat count overlapping one is dropped (it
     /// may predate that settle's commit).
     settling: AtomicUsize,
@@ -81,8 +85,17 @@ impl Counters {
         *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
     }
 
-    fn set_counts(&self, lag: Option<i64>, published: Option<i64>) {
+    /// A ticket for a statement about to be sent that counts lag and published.
+    fn count_ticket(&self) -> u64 {
+        self.count_tickets.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    fn set_counts(&self, ticket: u64, lag: Option<i64>, published: Option<i64>) {
         let mut c = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if ticket < c.2 {
+            return;
+        }
+        c.2 = ticket;
         if let Some(lag) = lag {
             c.0 = u64::try_from(lag).unwrap_or(0);
         }
@@ -607,6 +620,7 @@ impl Consumer {
     /// Counts lag and published; dropped if a settle overlapped (it may be fresher).
     async fn refresh_counts(&self) {
         let gen = self.counters.settle_gen.load(Ordering::SeqCst);
+        let ticket = self.counters.count_ticket();
         let row = sqlx::query(&self.shared.sql.metrics)
             .bind(self.spec.topic())
             .bind(self.spec.group())
@@ -622,7 +636,7 @@ impl Consumer {
         }
         let lag: Option<i64> = row.try_get("lag").ok();
         let published: Option<i64> = row.try_get("published").ok();
-        self.counters.set_counts(lag, published);
+        self.counters.set_counts(ticket, lag, published);
     }
 
     async fn coordinate(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
@@ -951,10 +965,11 @@ impl Consumer {
                     .unwrap_or_else(|| Err("the acknowledgement batch task ended".to_owned()));
             }
             let single = async {
+                let ticket = self.counters.count_ticket();
                 if reason.is_some() {
                     let mut tx = self.shared.pool.begin().await?;
                     let row = query.fetch_one(&mut *tx).await?;
-                    let owned = self.store_counts(&row)?;
+                    let owned = self.store_counts(ticket, &row)?;
                     // Counted before the dead letter becomes visible, as the counts are.
                     let dead = &self.counters.dead_lettered;
                     if owned {
@@ -969,7 +984,7 @@ impl Consumer {
                     Ok(owned)
                 } else {
                     let row = query.fetch_one(&self.shared.pool).await?;
-                    self.store_counts(&row)
+                    self.store_counts(ticket, &row)
                 }
             };
             single.await.map_err(|e: sqlx::Error| e.to_string())
@@ -1088,7 +1103,9 @@ impl Consumer {
                 parts.3.push(floor.map(|f| f.seq));
             }
             let mut tries = 0;
+            let mut ticket;
             let row = loop {
+                ticket = self.counters.count_ticket();
                 let r = sqlx::query(&self.shared.sql.ack_batch)
                     .bind(self.spec.topic())
                     .bind(self.spec.group())
@@ -1114,7 +1131,7 @@ impl Consumer {
                 if !owned.is_empty() {
                     let lag: Option<i64> = row.try_get("lag").map_err(|e| e.to_string())?;
                     let published: Option<i64> = row.try_get("published").map_err(|e| e.to_string())?;
-                    self.counters.set_counts(lag, published);
+                    self.counters.set_counts(ticket, lag, published);
                 }
                 Ok(owned)
             });
@@ -1129,12 +1146,12 @@ impl Consumer {
     }
 
     /// Stores lag and published from a settle's row; whether the lease was still held.
-    fn store_counts(&self, row: &PgRow) -> std::result::Result<bool, sqlx::Error> {
+    fn store_counts(&self, ticket: u64, row: &PgRow) -> std::result::Result<bool, sqlx::Error> {
         let owned: i64 = row.try_get("owned")?;
         if owned > 0 {
             let lag: Option<i64> = row.try_get("lag")?;
             let published: Option<i64> = row.try_get("published")?;
-            self.counters.set_counts(lag, published);
+            self.counters.set_counts(ticket, lag, published);
         }
         Ok(owned > 0)
     }
@@ -1229,7 +1246,7 @@ impl Subscription for PgSubscription {
 
     fn metrics(&self) -> SubscriptionMetrics {
         let c = &self.consumer.counters;
-        let (lag, published) = *c.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let (lag, published, _) = *c.counts.lock().unwrap_or_else(PoisonError::into_inner);
         SubscriptionMetrics {
             published,
             handled: c.handled.load(Ordering::SeqCst),
