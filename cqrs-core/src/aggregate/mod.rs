@@ -162,9 +162,57 @@ pub(crate) fn to_event_data<E: Serialize>(
 
 /// Decodes a stored (and upcast) event into a domain event.
 pub(crate) fn from_event_data<E: DeserializeOwned>(data: &EventData) -> Result<E> {
-    let raw = compression::decompress(data.content_encoding, &data.payload)?;
+    let raw = match data.content_encoding {
+        crate::ContentEncoding::Identity => data.payload.clone(),
+        encoding => compression::decompress(encoding, &data.payload)?,
+    };
+    if data.content_type == ContentType::Json {
+        return decode_json_event(&data.event_type, &raw);
+    }
     let payload: serde_json::Value = crate::codec::decode_as(data.content_type, &raw)?;
     decode_event(&data.event_type, payload)
+}
+
+/// [`decode_event`] straight from JSON bytes: the enum reads `{event_type: payload}` from a
+/// map whose one value is parsed in place. Going through `serde_json::Value` twice (the
+/// payload, then the tagged map) was most of a 10,000-event aggregate load.
+fn decode_json_event<E: DeserializeOwned>(event_type: &str, json: &[u8]) -> Result<E> {
+    let mut payload = serde_json::Deserializer::from_slice(json);
+    let decoded = E::deserialize(serde::de::value::MapAccessDeserializer::new(Tagged {
+        event_type: Some(event_type),
+        payload: &mut payload,
+    }))
+    .and_then(|event| payload.end().map(|()| event));
+    decoded.map_err(|e| Error::codec(format!("event decode of {event_type}"), e))
+}
+
+/// A one-entry map: the event type as key, the JSON payload as value.
+struct Tagged<'a, 'de> {
+    event_type: Option<&'a str>,
+    payload: &'a mut serde_json::Deserializer<serde_json::de::SliceRead<'de>>,
+}
+
+impl<'de> serde::de::MapAccess<'de> for Tagged<'_, 'de> {
+    type Error = serde_json::Error;
+
+    fn next_key_seed<K: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> std::result::Result<Option<K::Value>, Self::Error> {
+        match self.event_type.take() {
+            Some(ty) => seed
+                .deserialize(serde::de::value::StrDeserializer::<serde_json::Error>::new(ty))
+                .map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn next_value_seed<V: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> std::result::Result<V::Value, Self::Error> {
+        seed.deserialize(&mut *self.payload)
+    }
 }
 
 /// Builds `<KIND>-<id>`.
@@ -202,5 +250,44 @@ mod tests {
         );
         assert!(decode_event::<CounterEvent>("Nope", serde_json::json!({})).is_err());
         assert!(encode_event(&5).is_err());
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    enum Shapes {
+        Struct { by: i64, memo: String },
+        Unit,
+        Newtype(Option<String>),
+        Tuple(u8, u8),
+    }
+
+    #[test]
+    fn json_events_decode_in_place_as_through_values() {
+        let events = [
+            Shapes::Struct {
+                by: -3,
+                memo: "m\u{e9}\"".into(),
+            },
+            Shapes::Unit,
+            Shapes::Newtype(None),
+            Shapes::Newtype(Some("x".into())),
+            Shapes::Tuple(1, 2),
+        ];
+        for data in to_event_data(&events, |_| 1).unwrap() {
+            let in_place: Shapes = from_event_data(&data).unwrap();
+            let payload = serde_json::from_slice(&data.payload).unwrap();
+            let through_values: Shapes = decode_event(&data.event_type, payload).unwrap();
+            assert_eq!(in_place, through_values);
+        }
+        let data = |ty: &str, json: &str| EventData::new(ty, ContentType::Json, json.as_bytes().to_vec());
+        for (ty, json) in [
+            ("Nope", "{}"),
+            ("Struct", r#"{"by": 1}"#),
+            ("Struct", r#"{"by": 1, "memo": "a"} trailing"#),
+            ("Unit", "1"),
+            ("Tuple", "[1]"),
+        ] {
+            let err = from_event_data::<Shapes>(&data(ty, json)).unwrap_err();
+            assert!(matches!(err, Error::Codec { .. }), "{ty} {json}: {err:?}");
+        }
     }
 }
