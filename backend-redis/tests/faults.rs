@@ -344,3 +344,81 @@ async fn fault_corrupted_snapshot_reads_as_corrupt() {
     assert!(matches!(store.load_latest(&s).await, Err(Error::Corrupt { .. })));
     store.destroy().await.unwrap();
 }
+
+/// CONFORMANCE item 83: a broker restart mid-stream loses nothing. Our own server with
+/// `appendfsync always` is killed with SIGKILL after 150 acknowledged publishes and restarted
+/// on the same AOF; publishing goes on (re-sending an unanswered message with its id), and
+/// the subscriber, which never restarts, must hand every acknowledged message to its handler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_bus_broker_restart_mid_stream_loses_nothing() {
+    use backend_redis::{RedisBus, RedisBusOptions};
+    use cqrs_core::bus::{handler_fn, Delivery, EventBus, Message, MessageId, SubscriptionSpec};
+    use std::collections::HashSet;
+
+    let mut server = OwnServer::start(true);
+    let bus = RedisBus::open(
+        options(server.url(), "busfault"),
+        RedisBusOptions::new().block(Duration::from_millis(50)),
+    )
+    .await
+    .expect("open the bus on our own server");
+    let handled = Arc::new(std::sync::Mutex::new(HashSet::<MessageId>::new()));
+    let seen = Arc::clone(&handled);
+    let handler = handler_fn(move |d: Delivery| {
+        seen.lock().unwrap().insert(d.message.id);
+        async { Ok(()) }
+    });
+    let spec = SubscriptionSpec::new("orders", "g").ack_timeout(Duration::from_secs(2));
+    let sub = bus.subscribe(spec, Arc::new(handler)).await.expect("subscribe");
+
+    let mut acknowledged = Vec::new();
+    let mut outage_seen = false;
+    for n in 0..300u32 {
+        if n == 150 {
+            server.kill();
+        }
+        let message = Message::new(
+            format!("key-{}", n % 7),
+            ContentType::Json,
+            format!("{{\"n\":{n}}}"),
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match bus.publish("orders", vec![message.clone()]).await {
+                Ok(()) => break,
+                Err(Error::Unavailable { .. }) => {
+                    assert!(n >= 150, "publish {n} failed before the kill");
+                    assert!(
+                        Instant::now() < deadline,
+                        "publish {n} not answered after the restart"
+                    );
+                    if !outage_seen {
+                        outage_seen = true;
+                        server.spawn();
+                    }
+                }
+                Err(e) => panic!("a dead server must surface as Unavailable, got {e:?}"),
+            }
+        }
+        acknowledged.push(message.id);
+    }
+    assert!(outage_seen, "the kill must have been noticed by a publish");
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let missing = {
+            let handled = handled.lock().unwrap();
+            acknowledged.iter().filter(|id| !handled.contains(id)).count()
+        };
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{missing} of {} acknowledged messages never reached the handler after the restart",
+            acknowledged.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sub.stop().await.expect("stop after the restart");
+}
