@@ -132,3 +132,60 @@ async fn fault_bus_in_flight_publisher_is_not_skipped() -> std::result::Result<(
         .all(|c| c.delivery.message.id != dropped[0].id));
     h.teardown().await
 }
+
+/// CONFORMANCE item 83 as far as a shared server allows (it is never restarted): every
+/// server connection of the bus (the pool's and the notifier's) is terminated after 150
+/// acknowledged publishes; publishing goes on (re-sending an unanswered message with its
+/// id, a no-op if it was stored), and the subscriber, never restarted, must hand every
+/// acknowledged message to its handler.
+#[tokio::test(flavor = "multi_thread")]
+async fn bus_connections_killed_mid_stream_lose_nothing() -> std::result::Result<(), BoxError> {
+    use std::time::{Duration, Instant};
+
+    use conformance::bus::{messages, Probe};
+    use cqrs_core::{bus::SubscriptionSpec, Error};
+
+    let ns = Namespace::for_test(concat!(
+        module_path!(),
+        "::bus_connections_killed_mid_stream_lose_nothing"
+    ));
+    common::drop_schema(ns.as_str()).await?;
+    let h = PgBusHarness::fresh(ns).await?;
+    let (topic, group) = (h.ns.name("topic"), h.ns.name("group"));
+    let probe = Probe::ok();
+    let sub = h
+        .bus
+        .subscribe(SubscriptionSpec::new(&topic, &group), probe.clone())
+        .await?;
+    let mut acknowledged = Vec::new();
+    let mut killed = 0;
+    for (n, message) in messages("k", 300).into_iter().enumerate() {
+        if n == 150 {
+            killed = h.backend.terminate_connections(h.ns.as_str()).await?;
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match h.bus.publish(&topic, vec![message.clone()]).await {
+                Ok(()) => break,
+                Err(Error::Unavailable { .. }) if Instant::now() < deadline => {}
+                Err(e) => return Err(format!("publish {n}: {e}").into()),
+            }
+        }
+        acknowledged.push(message.id);
+    }
+    assert!(killed > 0, "no bus connection was terminated");
+    probe
+        .wait_until(
+            Duration::from_secs(60),
+            "every acknowledged message",
+            |_, acked| {
+                acknowledged
+                    .iter()
+                    .all(|id| acked.iter().any(|(d, _)| d.message.id == *id))
+            },
+        )
+        .await
+        .map_err(|f| f.0)?;
+    sub.stop().await?;
+    h.teardown().await
+}
