@@ -9,7 +9,9 @@
 //! a fresh `bench_<uuid>` prefix and deleted at the end. Prints one table: our figure, the
 //! raw ceiling measured in the same run on the same server or cluster (a minimal Lua script
 //! doing only the version check, the XADDs and the version update, by SHA; pipelined XADD;
-//! one raw XRANGE for the stream load) and their ratio.
+//! one raw XRANGE for the stream load) and their ratio. Each append figure is the median of
+//! seven interleaved rounds of ours and the ceiling, each side's input built before its
+//! clock starts; every round's pair is printed to stderr, to judge how noisy a run was.
 
 #![allow(
     clippy::unwrap_used,
@@ -28,14 +30,7 @@ use backend_redis::{RedisBackend, RedisStoreOptions};
 use cqrs_core::{Checkpoint, ContentType, EventData, EventFilter, EventStore, ExpectedVersion, StreamId};
 
 /// The raw ceiling: only what an append must do, nothing of ours.
-const CEILING: &str = r"
-local v = redis.call('HGET', KEYS[1], 'v') or '0'
-if ARGV[1] ~= 'any' and ARGV[1] ~= v then return 0 end
-local n = tonumber(ARGV[2])
-for i = 1, n do redis.call('XADD', KEYS[2], '*', 'p', ARGV[2 + i]) end
-redis.call('HSET', KEYS[1], 'v', tostring(tonumber(v) + n))
-return 1
-";
+const CEILING: &str = include_str!("ceiling.lua");
 
 const PAYLOAD: usize = 200;
 
@@ -70,8 +65,17 @@ impl redis::aio::ConnectionLike for Raw {
         0
     }
 }
-/// Runs per figure (the best is kept).
-const ROUNDS: usize = 3;
+/// Rounds per figure: ours and the ceiling alternate (which goes first alternates too) and
+/// the median of each is printed, so a slow spell of the shared machine, or one lucky run,
+/// weighs on neither side more than on the other. The best of three made the ceiling
+/// bimodal (one fast round among three decided its figure).
+const ROUNDS: usize = 7;
+
+/// The median of `xs` (0 when empty).
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs.get(xs.len() / 2).copied().unwrap_or(0.0)
+}
 
 fn payload() -> Vec<u8> {
     let mut p = br#"{"order":"o-0000001","sku":"#.to_vec();
@@ -106,17 +110,21 @@ struct Row {
 }
 
 async fn single_appends(store: &Arc<RedisBackend>, tasks: usize, per_task: usize) -> (f64, Latencies) {
+    // The caller's events are built before the clock starts, as the ceiling's payload is.
+    let inputs: Vec<Vec<Vec<EventData>>> = (0..tasks)
+        .map(|_| (0..per_task).map(|_| vec![event()]).collect())
+        .collect();
     let started = Instant::now();
     let mut handles = Vec::new();
-    for _ in 0..tasks {
+    for events in inputs {
         let store = store.clone();
         handles.push(tokio::spawn(async move {
             let stream = StreamId::new(format!("single-{}", uuid::Uuid::now_v7())).unwrap();
             let mut lat = Vec::with_capacity(per_task);
-            for i in 0..per_task {
+            for (i, one) in events.into_iter().enumerate() {
                 let s = Instant::now();
                 store
-                    .append(&stream, ExpectedVersion::Exact(i as u64), vec![event()])
+                    .append(&stream, ExpectedVersion::Exact(i as u64), one)
                     .await
                     .unwrap();
                 lat.push(s.elapsed());
@@ -180,14 +188,17 @@ async fn pipelined_xadd(conn: &Raw, prefix: &str, total: usize, batch: usize) ->
 }
 
 async fn batches(store: &Arc<RedisBackend>, size: usize, count: usize, tasks: usize) -> f64 {
+    // Built before the clock starts, as the ceiling's payloads are.
+    let inputs: Vec<Vec<Vec<EventData>>> = (0..tasks)
+        .map(|_| (0..count).map(|_| (0..size).map(|_| event()).collect()).collect())
+        .collect();
     let started = Instant::now();
     let mut handles = Vec::new();
-    for t in 0..tasks {
+    for (t, batches) in inputs.into_iter().enumerate() {
         let store = store.clone();
         handles.push(tokio::spawn(async move {
             let stream = StreamId::new(format!("batch-{size}-{t}-{}", uuid::Uuid::now_v7())).unwrap();
-            for i in 0..count {
-                let events = (0..size).map(|_| event()).collect();
+            for (i, events) in batches.into_iter().enumerate() {
                 store
                     .append(&stream, ExpectedVersion::Exact((i * size) as u64), events)
                     .await
@@ -262,28 +273,48 @@ async fn run(label: &str, url: &str, cluster_nodes: Option<Vec<String>>) -> Vec<
     single_appends(&store, 1, 200).await;
     ceiling_appends(&raw, &prefix, 1, 200, 1).await;
 
-    // Each figure is the best of ROUNDS runs, ours and the ceiling alternating, so load from
-    // other jobs on the machine hits both alike.
-    let (mut r1, mut l1, mut c1) = (0.0, Latencies(Vec::new()), None::<f64>);
-    let (mut r8, mut l8, mut c8) = (0.0, Latencies(Vec::new()), None::<f64>);
-    for _ in 0..ROUNDS {
+    // Each figure is the median of ROUNDS runs, ours and the ceiling alternating (and which
+    // one goes first alternating), so load from other jobs on the machine hits both alike.
+    // Every round's pair goes to stderr.
+    let (mut r1, mut l1, mut c1) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut r8, mut l8, mut c8) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let ceiling_first = round % 2 == 1;
+        let mut c = 0.0;
+        if ceiling_first {
+            c = ceiling_appends(&raw, &prefix, 1, 3_000, 1).await;
+        }
         let (r, l) = single_appends(&store, 1, 3_000).await;
-        if r > r1 {
-            (r1, l1) = (r, l);
+        if !ceiling_first {
+            c = ceiling_appends(&raw, &prefix, 1, 3_000, 1).await;
         }
-        let c = ceiling_appends(&raw, &prefix, 1, 3_000, 1).await;
-        c1 = Some(c1.map_or(c, |b| b.max(c)));
+        eprintln!("{label} single 1 task, round {round}: ours {r:.0}, ceiling {c:.0}");
+        r1.push(r);
+        l1.push(l);
+        c1.push(c);
+        if ceiling_first {
+            c = ceiling_appends(&raw, &prefix, 8, 2_000, 1).await;
+        }
         let (r, l) = single_appends(&store, 8, 2_000).await;
-        if r > r8 {
-            (r8, l8) = (r, l);
+        if !ceiling_first {
+            c = ceiling_appends(&raw, &prefix, 8, 2_000, 1).await;
         }
-        let c = ceiling_appends(&raw, &prefix, 8, 2_000, 1).await;
-        c8 = Some(c8.map_or(c, |b| b.max(c)));
+        eprintln!("{label} single 8 tasks, round {round}: ours {r:.0}, ceiling {c:.0}");
+        r8.push(r);
+        l8.push(l);
+        c8.push(c);
     }
+    // Latencies of the median round.
+    let pick = |rates: &[f64], mut lats: Vec<Latencies>| {
+        let m = median(rates.to_vec());
+        let i = rates.iter().position(|&r| r == m).unwrap_or(0);
+        lats.swap_remove(i)
+    };
+    let (mut l1, mut l8) = (pick(&r1, l1), pick(&r8, l8));
     rows.push(Row {
         name: format!("{label}: single appends, 1 task"),
-        ours: r1,
-        ceiling: c1,
+        ours: median(r1),
+        ceiling: Some(median(c1)),
         unit: "appends/s",
         note: format!(
             "p50 {:.0} µs, p99 {:.0} µs, p99.9 {:.0} µs; target 70%",
@@ -294,8 +325,8 @@ async fn run(label: &str, url: &str, cluster_nodes: Option<Vec<String>>) -> Vec<
     });
     rows.push(Row {
         name: format!("{label}: single appends, 8 tasks"),
-        ours: r8,
-        ceiling: c8,
+        ours: median(r8),
+        ceiling: Some(median(c8)),
         unit: "appends/s",
         note: format!(
             "p50 {:.0} µs, p99 {:.0} µs, p99.9 {:.0} µs; target 60%",
@@ -306,16 +337,25 @@ async fn run(label: &str, url: &str, cluster_nodes: Option<Vec<String>>) -> Vec<
     });
     for size in [10, 100] {
         let count = 30_000 / size;
-        let (mut ours, mut ceiling) = (0.0f64, None::<f64>);
-        for _ in 0..ROUNDS {
-            ours = ours.max(batches(&store, size, count, 1).await);
-            let c = ceiling_appends(&raw, &prefix, 1, count, size).await;
-            ceiling = Some(ceiling.map_or(c, |b| b.max(c)));
+        let (mut ours, mut ceiling) = (Vec::new(), Vec::new());
+        for round in 0..ROUNDS {
+            let ceiling_first = round % 2 == 1;
+            let mut c = 0.0;
+            if ceiling_first {
+                c = ceiling_appends(&raw, &prefix, 1, count, size).await;
+            }
+            let r = batches(&store, size, count, 1).await;
+            if !ceiling_first {
+                c = ceiling_appends(&raw, &prefix, 1, count, size).await;
+            }
+            eprintln!("{label} batches of {size}, round {round}: ours {r:.0}, ceiling {c:.0}");
+            ours.push(r);
+            ceiling.push(c);
         }
         rows.push(Row {
             name: format!("{label}: batches of {size}, 1 task"),
-            ours,
-            ceiling,
+            ours: median(ours),
+            ceiling: Some(median(ceiling)),
             unit: "events/s",
             note: if size == 100 {
                 "target 60%".into()

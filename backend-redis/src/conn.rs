@@ -163,6 +163,20 @@ impl Conn {
         pipe.query_async(&mut c).await.map_err(redis_error)
     }
 
+    /// Runs an `EVALSHA` of `script` that the caller built (to write large arguments
+    /// straight into the command); on `NOSCRIPT` (a restarted or flushed server) loads the
+    /// script and runs the command once more, as redis-rs's `ScriptInvocation` does.
+    pub(crate) async fn eval(&self, script: &redis::Script, cmd: &Cmd) -> Result<Value> {
+        let mut c = self.clone();
+        match cmd.query_async(&mut c).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                script.load_async(&mut c).await.map_err(redis_error)?;
+                cmd.query_async(&mut c).await.map_err(redis_error)
+            }
+            answer => answer.map_err(redis_error),
+        }
+    }
+
     /// Invokes a script by SHA (loaded and retried on NOSCRIPT by redis-rs).
     pub(crate) async fn script(&self, invocation: &redis::ScriptInvocation<'_>) -> Result<Value> {
         let mut c = self.clone();

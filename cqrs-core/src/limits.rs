@@ -1,8 +1,6 @@
 //! Size and count limits, checked in core before any I/O so every backend refuses the same
 //! input the same way.
 
-use std::collections::HashSet;
-
 use crate::{validate_name, Error, EventData, LimitKind, Result};
 
 /// Limits applied to appends, documents and reads.
@@ -45,7 +43,6 @@ impl Limits {
     pub fn check_batch(&self, events: &[EventData]) -> Result<()> {
         too_large(LimitKind::BatchCount, self.max_batch_count, events.len())?;
         let mut total = 0usize;
-        let mut ids = HashSet::with_capacity(events.len());
         for event in events {
             validate_name("event type", &event.event_type)?;
             if event.schema_version == 0 {
@@ -58,12 +55,15 @@ impl Limits {
             let len = event.encoded_len();
             too_large(LimitKind::EventBytes, self.max_event_bytes, len)?;
             total = total.saturating_add(len);
-            if !ids.insert(event.event_id) {
-                return Err(Error::invalid(format!(
-                    "event id {} appears twice in one batch",
-                    event.event_id
-                )));
-            }
+        }
+        // Sorted 128-bit ids, not a SipHash set: a third of the check's time on a batch of 100.
+        let mut ids: Vec<u128> = events.iter().map(|e| e.event_id.as_uuid().as_u128()).collect();
+        ids.sort_unstable();
+        if let Some(twice) = ids.windows(2).find(|w| w[0] == w[1]).map(|w| w[0]) {
+            return Err(Error::invalid(format!(
+                "event id {} appears twice in one batch",
+                crate::EventId::from_uuid(uuid::Uuid::from_u128(twice))
+            )));
         }
         too_large(LimitKind::BatchBytes, self.max_batch_bytes, total)
     }

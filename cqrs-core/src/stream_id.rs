@@ -24,7 +24,13 @@ pub fn validate_name(what: &str, name: &str) -> Result<()> {
             name.len()
         )));
     }
-    if let Some(c) = name.chars().find(|c| c.is_control()) {
+    // Most names are ASCII: a byte scan instead of decoding chars.
+    let control = if name.is_ascii() {
+        name.bytes().find(u8::is_ascii_control).map(char::from)
+    } else {
+        name.chars().find(|c| c.is_control())
+    };
+    if let Some(c) = control {
         return Err(Error::invalid(format!(
             "{what} contains the control character U+{:04X}",
             u32::from(c)

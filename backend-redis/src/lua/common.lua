@@ -82,3 +82,21 @@ local function now_ms()
   return t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
 end
 
+
+-- a > b for two 16-byte event ids, bytewise (Lua's `<` on strings follows the server's
+-- collation locale, not byte order). False when either is not 16 bytes.
+local function bytes_gt(a, b)
+  if not a or not b or #a ~= 16 or #b ~= 16 then return false end
+  for i = 1, 16 do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x > y end
+  end
+  return false
+end
+
+-- The version an ids-hash value names: appends store the entry id `0-<version>`, imports
+-- (and appends before that form) the bare version.
+local function stored_version(x)
+  if string.byte(x, 1) == 48 and string.byte(x, 2) == 45 then return string.sub(x, 3) end
+  return x
+end

@@ -11,6 +11,7 @@ for i = 0, n - 1 do
   local b = base + i * F
   local ver = redis.call('HGET', KEYS[3], string.sub(ARGV[b + 2], 2, 17))
   if ver then
+    ver = stored_version(ver)
     if ver ~= ARGV[b] then
       return {'mismatch', 'an imported event id is committed at version ' .. ver .. ', the import puts it at ' .. ARGV[b]}
     end
