@@ -1,5 +1,6 @@
 -- Acknowledges handled entries, many in one call: per partition, if the token still holds
--- its lease, XACK the entries and forget their counters and retry schedules.
+-- its lease, XACK the entries and forget their counters and retry schedules. The ids go
+-- from ARGV to the commands by unpack, never through a Lua loop.
 -- KEYS: per partition stream, lease, attempts, retry; ARGV: group, token, then per
 -- partition a count n and n entry ids. Returns per partition {'lost'} or {'ok', stats}.
 local group, token = ARGV[1], ARGV[2]
@@ -11,12 +12,12 @@ for i = 1, #KEYS, 4 do
   if redis.call('GET', l) ~= token then
     out[#out + 1] = {'lost'}
   else
-    local ids = {}
-    for j = 0, n - 1 do ids[#ids + 1] = ARGV[a + j] end
-    each_chunk(ids, function(...) redis.call('XACK', s, group, ...) end)
-    each_chunk(ids, function(...) redis.call('HDEL', at, ...) end)
-    if redis.call('EXISTS', r) == 1 then
-      each_chunk(ids, function(...) redis.call('ZREM', r, ...) end)
+    local retry = redis.call('EXISTS', r) == 1
+    for c = a, a + n - 1, 1000 do
+      local e = math.min(c + 999, a + n - 1)
+      redis.call('XACK', s, group, unpack(ARGV, c, e))
+      redis.call('HDEL', at, unpack(ARGV, c, e))
+      if retry then redis.call('ZREM', r, unpack(ARGV, c, e)) end
     end
     out[#out + 1] = {'ok', stats(s, group, at, true)}
   end
