@@ -562,24 +562,42 @@ impl Driver {
         }
         // Publish order across partitions, approximated by entry id (server time).
         ready.sort_by_key(|(_, id, p)| (*id, *p));
+        // The ready messages by priority, each queue in publish order: the scheduler's
+        // answer over all of them is always the front of one queue (the most urgent is the
+        // front of its queue, the oldest the first of the fronts), so it is asked about the
+        // fronts only: a pick costs the number of priorities, not of ready messages.
+        let mut queues: Vec<(Priority, std::collections::VecDeque<u64>)> = Vec::new();
+        for ((pr, _, _), i) in ready.iter().zip(0u64..) {
+            match queues.iter_mut().find(|(q, _)| q == pr) {
+                Some((_, queue)) => queue.push_back(i),
+                None => queues.push((*pr, std::collections::VecDeque::from([i]))),
+            }
+        }
         let mut picks = Vec::new();
         let mut breaker_wait = None;
-        while picks.len() < free && !ready.is_empty() {
+        while picks.len() < free {
+            let fronts = queues
+                .iter()
+                .filter_map(|(pr, queue)| queue.front().map(|i| (*pr, *i)));
+            if fronts.clone().next().is_none() {
+                break;
+            }
             if let Some(mut b) = ctx.breaker() {
                 if let Err(wait) = b.try_acquire(ctx.now_ts()) {
                     breaker_wait = Some(wait);
                     break;
                 }
             }
-            let picked = self
-                .scheduler
-                .pick(ready.iter().zip(0u64..).map(|((pr, _, _), i)| (*pr, i)))
-                .and_then(|i| usize::try_from(i).ok())
-                .filter(|i| *i < ready.len());
-            let Some(i) = picked else {
+            let Some(seq) = self.scheduler.pick(fronts) else {
                 break;
             };
-            let (_, id, p) = ready.remove(i);
+            let Some((_, queue)) = queues.iter_mut().find(|(_, queue)| queue.front() == Some(&seq)) else {
+                break;
+            };
+            queue.pop_front();
+            let Some(&(_, id, p)) = usize::try_from(seq).ok().and_then(|i| ready.get(i)) else {
+                break;
+            };
             let Some(part) = self.owned.get_mut(&p) else {
                 continue;
             };
