@@ -311,8 +311,9 @@ impl Ctx {
     }
 
     /// Acknowledges handled entries with `ack.lua`: one call for all on a single node, one
-    /// per partition (concurrently) on a cluster.
-    pub(super) async fn ack(&self, acks: Vec<PendingAck>) -> Vec<Event> {
+    /// per partition (concurrently) on a cluster. The partitions in `stats` answer their
+    /// stats too.
+    pub(super) async fn ack(&self, acks: Vec<PendingAck>, stats: &[u32]) -> Vec<Event> {
         let mut by_part: BTreeMap<u32, Vec<(EntryId, String)>> = BTreeMap::new();
         for (p, id, entry) in acks {
             by_part.entry(p).or_default().push((id, entry));
@@ -333,7 +334,8 @@ impl Ctx {
             inv.arg(self.group()).arg(&self.token);
             for p in &batch {
                 let entries = by_part.get(p).map_or(&[][..], Vec::as_slice);
-                inv.arg(entries.len());
+                inv.arg(entries.len())
+                    .arg(if stats.contains(p) { "1" } else { "0" });
                 for (_, entry) in entries {
                     inv.arg(entry);
                 }

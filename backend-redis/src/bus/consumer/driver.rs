@@ -26,6 +26,9 @@ use crate::bus::codec::{self, entry_id, Body, Entry};
 use crate::bus::scripts;
 use crate::conn::reply;
 
+/// How often an ack flush asks for the stats of a partition whose window it does not empty.
+const STATS_EVERY: Duration = Duration::from_millis(20);
+
 /// How a job ended, for the driver's window.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Outcome {
@@ -108,6 +111,8 @@ struct Part {
     releasing: bool,
     /// The last read filled the window: more may be waiting.
     more: bool,
+    /// When an ack flush last asked for the partition's stats.
+    stats_at: Instant,
 }
 
 impl Part {
@@ -119,6 +124,7 @@ impl Part {
             in_flight: 0,
             releasing: false,
             more: false,
+            stats_at: Instant::now(),
         }
     }
 }
@@ -268,7 +274,8 @@ impl Driver {
         // Handlers that returned Ok before the grace ran out are acknowledged still.
         if !self.acks.is_empty() {
             let acks = std::mem::take(&mut self.acks);
-            let _ = self.ctx.ack(acks).await;
+            let all: Vec<u32> = self.owned.keys().copied().collect();
+            let _ = self.ctx.ack(acks, &all).await;
         }
         let owned: Vec<u32> = self.owned.keys().copied().collect();
         self.owned.clear();
@@ -669,11 +676,22 @@ impl Driver {
         }
         self.flushing = true;
         let acks = std::mem::take(&mut self.acks);
+        // Stats (for lag and published) where this flush empties the window, and at most
+        // every STATS_EVERY elsewhere: exact once caught up, close meanwhile.
+        let now = Instant::now();
+        let mut stats = Vec::new();
+        for (p, part) in &mut self.owned {
+            let n = acks.iter().filter(|(q, _, _)| q == p).count();
+            if n > 0 && (part.window.len() <= n || now >= part.stats_at + STATS_EVERY) {
+                part.stats_at = now;
+                stats.push(*p);
+            }
+        }
         let c = self.ctx.clone();
         self.jobs.spawn(async move {
             JobResult {
                 kind: Kind::Flush,
-                events: c.ack(acks).await,
+                events: c.ack(acks, &stats).await,
             }
         });
     }
