@@ -3,6 +3,7 @@
 
 use std::{
     collections::{BTreeMap, HashSet},
+    hash::{BuildHasherDefault, Hash, Hasher},
     sync::Arc,
     time::Duration,
 };
@@ -25,6 +26,36 @@ use super::{lock, Ctx};
 use crate::bus::codec::{self, entry_id, Body, Entry};
 use crate::bus::scripts;
 use crate::conn::reply;
+
+/// The hash of an entry's message key: dispatch rounds compare keys by it. Two keys with
+/// the same hash only make the later message wait for the earlier one: never a reorder.
+fn key_hash(entry: &Entry) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    if let Body::Message(m) = &entry.body {
+        m.key.hash(&mut h);
+    }
+    h.finish()
+}
+
+/// A hasher for values that are hashes already ([`key_hash`]): it keeps them as they are.
+#[derive(Default)]
+struct KeyHashHasher(u64);
+
+impl Hasher for KeyHashHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
 
 /// How often an ack flush asks for the stats of a partition whose window it does not empty.
 const STATS_EVERY: Duration = Duration::from_millis(20);
@@ -92,6 +123,8 @@ enum SlotState {
 
 struct Slot {
     entry: Entry,
+    /// The hash of the message's key ([`key_hash`]), computed once.
+    key: u64,
     state: SlotState,
     /// Read new (`XREADGROUP '>'`) by this owner and never started: it has no attempt
     /// record, so its start writes one without reading.
@@ -152,6 +185,8 @@ pub(super) struct Driver {
     /// A read job runs.
     reading: bool,
     scheduler: PriorityScheduler,
+    /// The key hashes a dispatch round has met in a window (kept to reuse its memory).
+    seen: HashSet<u64, BuildHasherDefault<KeyHashHasher>>,
 }
 
 impl Driver {
@@ -171,6 +206,7 @@ impl Driver {
             starting: false,
             reading: false,
             scheduler: PriorityScheduler::new(bypass),
+            seen: HashSet::default(),
         }
     }
 
@@ -425,6 +461,7 @@ impl Driver {
                     part.window.insert(
                         id,
                         Slot {
+                            key: key_hash(&entry),
                             entry,
                             state: SlotState::Ready,
                             fresh: true,
@@ -482,6 +519,7 @@ impl Driver {
             // A sweep meets the window's own entries again: they stay as they are.
             if let Some(id) = entry_id(&entry.id) {
                 part.window.entry(id).or_insert(Slot {
+                    key: key_hash(&entry),
                     entry,
                     state,
                     fresh: false,
@@ -552,12 +590,12 @@ impl Driver {
             if part.releasing || part.sweep {
                 continue;
             }
-            let mut seen: HashSet<&str> = HashSet::new();
+            self.seen.clear();
             for (id, slot) in &part.window {
                 let Body::Message(m) = &slot.entry.body else {
                     continue;
                 };
-                if !seen.insert(m.key.as_str()) {
+                if !self.seen.insert(slot.key) {
                     continue;
                 }
                 match slot.state {
