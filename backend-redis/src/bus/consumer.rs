@@ -9,8 +9,12 @@
 //!   in flight. On acquiring one it takes over the partition's pending entries (XAUTOCLAIM
 //!   to itself, min-idle 0: the free lease proves the previous owner is gone), so a crashed
 //!   consumer's messages are redelivered after the ack timeout, never to two at once.
-//! - Reading: XREADGROUP in a script that checks the lease, at most `read_batch` entries
-//!   held per partition (the window). Among the window's ready messages (the oldest
+//! - Reading: plain XREADGROUP (as the consumer's own Redis consumer, its token), each
+//!   followed in the same pipeline by the partition's XPENDING summary, at most
+//!   `read_batch` entries held per partition (the window). A read sent after the lease was
+//!   lost can only leave entries in that token's pending list; the owner sees them in its
+//!   next summary and sweeps them into its window (lease checked) before starting anything
+//!   more of the partition. Starts and acks check the lease in their scripts. Among the window's ready messages (the oldest
 //!   unsettled one of each key) the [`PriorityScheduler`] picks; a key's next message waits
 //!   while an earlier one is unsettled (retries included).
 //! - Starting: the picks of a dispatch round start in one script call (attempt counted,

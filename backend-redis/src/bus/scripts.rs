@@ -27,8 +27,6 @@ pub(super) static MEMBER: LazyLock<Script> = script!("member.lua");
 pub(super) static LEASE: LazyLock<Script> = script!("lease.lua");
 /// Takes over a partition's pending entries.
 pub(super) static CLAIM: LazyLock<Script> = script!("claim.lua");
-/// Reads new entries of owned partitions.
-pub(super) static READ: LazyLock<Script> = script!("read.lua");
 /// Starts deliveries.
 pub(super) static DELIVER: LazyLock<Script> = script!("deliver.lua");
 /// Acknowledges handled entries, many at once.

@@ -229,7 +229,7 @@ impl EventBus for RedisBus {
             let stream = self.shared.keys.part(topic, partition_for(&m.key, k)).stream();
             let mut cmd = redis::cmd("XADD");
             cmd.arg(stream).arg("*");
-            codec::encode_fields(m, &mut cmd);
+            codec::encode_fields(m, &mut cmd)?;
             self.shared.conn.run(&cmd).await?;
             self.shared.published.notify_waiters();
             return Ok(());
@@ -249,7 +249,7 @@ impl EventBus for RedisBus {
                 let messages = by_part.get(p).map_or(&[][..], Vec::as_slice);
                 inv.arg(messages.len());
                 for m in messages {
-                    codec::encode_args(m, &mut inv);
+                    codec::encode_args(m, &mut inv)?;
                 }
             }
             calls.push(inv);

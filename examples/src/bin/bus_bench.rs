@@ -426,23 +426,20 @@ async fn consume(bus: &dyn EventBus, consumers: usize) -> cqrs::Result<Result<f6
 
 // ---------------------------------------------------------------- raw ceilings
 
-/// The fields our bus writes, with the same sizes, so the ceiling moves the same bytes.
+/// What our bus writes, with the same sizes, so the ceiling moves the same bytes: one
+/// field `m` holding the packed message (format byte, 16-byte id, priority, content type,
+/// key length and key, headers length (no headers), payload).
 fn raw_xadd(pipe_or_cmd: &mut redis::Cmd, key: &str, i: usize, body: &[u8]) {
-    pipe_or_cmd
-        .arg(key)
-        .arg("*")
-        .arg("id")
-        .arg(uuid::Uuid::now_v7().to_string())
-        .arg("k")
-        .arg(format!("key-{}", i % KEYS))
-        .arg("p")
-        .arg("normal")
-        .arg("ct")
-        .arg("application/octet-stream")
-        .arg("h")
-        .arg("")
-        .arg("d")
-        .arg(body);
+    let k = format!("key-{}", i % KEYS);
+    let mut packed = Vec::with_capacity(27 + k.len() + body.len());
+    packed.push(1);
+    packed.extend_from_slice(uuid::Uuid::now_v7().as_bytes());
+    packed.extend_from_slice(&[2, 2]);
+    packed.extend_from_slice(&(k.len() as u32).to_be_bytes());
+    packed.extend_from_slice(k.as_bytes());
+    packed.extend_from_slice(&0u32.to_be_bytes());
+    packed.extend_from_slice(body);
+    pipe_or_cmd.arg(key).arg("*").arg("m").arg(packed);
 }
 
 async fn raw_single_xadd(raw: &Raw, prefix: &str, n: usize) -> f64 {

@@ -43,6 +43,8 @@ pub(super) struct Pick {
     pub(super) id: (u64, u64),
     pub(super) entry: String,
     pub(super) message: Message,
+    /// Read new by this owner and never started: no attempt record to read.
+    pub(super) fresh: bool,
 }
 
 /// A delivery started (its attempt counted): the handler may run.
@@ -83,9 +85,13 @@ impl Ctx {
     /// node, one per partition (concurrently) on a cluster. A pick whose start fails, or
     /// that turns out gone or parked, is done without a handler call.
     pub(super) async fn start(self: &Arc<Self>, picks: Vec<Pick>) -> Vec<Event> {
+        // Per partition the fresh picks first: the script's order (and its answer's).
         let mut by_part: BTreeMap<u32, Vec<Pick>> = BTreeMap::new();
         for pick in picks {
             by_part.entry(pick.p).or_default().push(pick);
+        }
+        for picks in by_part.values_mut() {
+            picks.sort_by_key(|pick| !pick.fresh);
         }
         let parts: Vec<u32> = by_part.keys().copied().collect();
         let mut calls = Vec::new();
@@ -104,8 +110,15 @@ impl Ctx {
             inv.arg(self.group()).arg(&self.token).arg(self.ack_ms());
             for p in &batch {
                 let picks = by_part.get(p).map_or(&[][..], Vec::as_slice);
-                inv.arg(picks.len());
-                for pick in picks {
+                let (fresh, others) = picks.split_at(picks.iter().filter(|pick| pick.fresh).count());
+                inv.arg(fresh.len()).arg(others.len());
+                for pick in fresh {
+                    inv.arg(&pick.entry);
+                }
+                for pick in fresh {
+                    inv.arg(&pick.message.key);
+                }
+                for pick in others {
                     inv.arg(&pick.entry).arg(&pick.message.key);
                 }
             }
@@ -128,8 +141,23 @@ impl Ctx {
                 let part = answers.next().map(|v| self.started_part(p, v));
                 match part {
                     Some(Ok(Some(results))) => {
+                        // Results for every pick, or for the others only (the fresh ones
+                        // all started as attempt 1).
+                        let implicit = if results.len() == 3 * picks.len() {
+                            0
+                        } else {
+                            picks.iter().filter(|pick| pick.fresh).count()
+                        };
                         let mut results = results.into_iter();
-                        for pick in picks {
+                        for (i, pick) in picks.into_iter().enumerate() {
+                            if i < implicit {
+                                out.push(Event::Start(Started {
+                                    pick,
+                                    attempt: 1,
+                                    elapsed: 0,
+                                }));
+                                continue;
+                            }
                             let r = [results.next(), results.next(), results.next()];
                             out.push(self.started_one(pick, r));
                         }
@@ -216,6 +244,7 @@ impl Ctx {
             id,
             entry,
             message,
+            fresh: _,
         } = pick;
         let delivery = Delivery {
             message,
@@ -282,8 +311,9 @@ impl Ctx {
     }
 
     /// Acknowledges handled entries with `ack.lua`: one call for all on a single node, one
-    /// per partition (concurrently) on a cluster.
-    pub(super) async fn ack(&self, acks: Vec<PendingAck>) -> Vec<Event> {
+    /// per partition (concurrently) on a cluster. The partitions in `stats` answer their
+    /// stats too.
+    pub(super) async fn ack(&self, acks: Vec<PendingAck>, stats: &[u32]) -> Vec<Event> {
         let mut by_part: BTreeMap<u32, Vec<(EntryId, String)>> = BTreeMap::new();
         for (p, id, entry) in acks {
             by_part.entry(p).or_default().push((id, entry));
@@ -304,7 +334,8 @@ impl Ctx {
             inv.arg(self.group()).arg(&self.token);
             for p in &batch {
                 let entries = by_part.get(p).map_or(&[][..], Vec::as_slice);
-                inv.arg(entries.len());
+                inv.arg(entries.len())
+                    .arg(if stats.contains(p) { "1" } else { "0" });
                 for (_, entry) in entries {
                     inv.arg(entry);
                 }

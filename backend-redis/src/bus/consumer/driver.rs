@@ -3,6 +3,7 @@
 
 use std::{
     collections::{BTreeMap, HashSet},
+    hash::{BuildHasherDefault, Hash, Hasher},
     sync::Arc,
     time::Duration,
 };
@@ -26,6 +27,39 @@ use crate::bus::codec::{self, entry_id, Body, Entry};
 use crate::bus::scripts;
 use crate::conn::reply;
 
+/// The hash of an entry's message key: dispatch rounds compare keys by it. Two keys with
+/// the same hash only make the later message wait for the earlier one: never a reorder.
+fn key_hash(entry: &Entry) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    if let Body::Message(m) = &entry.body {
+        m.key.hash(&mut h);
+    }
+    h.finish()
+}
+
+/// A hasher for values that are hashes already ([`key_hash`]): it keeps them as they are.
+#[derive(Default)]
+struct KeyHashHasher(u64);
+
+impl Hasher for KeyHashHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// How often an ack flush asks for the stats of a partition whose window it does not empty.
+const STATS_EVERY: Duration = Duration::from_millis(20);
+
 /// How a job ended, for the driver's window.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Outcome {
@@ -46,9 +80,15 @@ pub(super) struct JobDone {
     pub(super) outcome: Outcome,
 }
 
-/// One partition's read: the partition, the room asked for, the entries (`None`: the
-/// lease is lost).
-type PartRead = (u32, usize, Option<Vec<Entry>>);
+/// One partition's read.
+struct PartRead {
+    p: u32,
+    /// The room asked for.
+    room: usize,
+    entries: Vec<Entry>,
+    /// Another Redis consumer holds pending entries of the partition (a stray read).
+    strays: bool,
+}
 
 /// What a delivery task tells the driver.
 enum Msg {
@@ -60,8 +100,7 @@ enum Msg {
 
 /// Which work a job did.
 enum Kind {
-    /// Read new entries: per partition, the room asked for and the entries (`None`: lease
-    /// lost).
+    /// Read new entries.
     Read(Result<Vec<PartRead>>),
     /// Flushed acks.
     Flush,
@@ -84,28 +123,41 @@ enum SlotState {
 
 struct Slot {
     entry: Entry,
+    /// The hash of the message's key ([`key_hash`]), computed once.
+    key: u64,
     state: SlotState,
+    /// Read new (`XREADGROUP '>'`) by this owner and never started: it has no attempt
+    /// record, so its start writes one without reading.
+    fresh: bool,
 }
 
 /// An owned partition.
 struct Part {
     /// While taking over pending entries: the XAUTOCLAIM cursor.
     claiming: Option<String>,
+    /// Taking over entries another consumer read by mistake (a stray read after it lost
+    /// the lease): nothing of the partition starts until they are in the window, since
+    /// they may be older than entries of their keys already there.
+    sweep: bool,
     window: BTreeMap<(u64, u64), Slot>,
     in_flight: usize,
     releasing: bool,
     /// The last read filled the window: more may be waiting.
     more: bool,
+    /// When an ack flush last asked for the partition's stats.
+    stats_at: Instant,
 }
 
 impl Part {
     fn new() -> Self {
         Part {
             claiming: Some("0-0".to_owned()),
+            sweep: false,
             window: BTreeMap::new(),
             in_flight: 0,
             releasing: false,
             more: false,
+            stats_at: Instant::now(),
         }
     }
 }
@@ -133,6 +185,8 @@ pub(super) struct Driver {
     /// A read job runs.
     reading: bool,
     scheduler: PriorityScheduler,
+    /// The key hashes a dispatch round has met in a window (kept to reuse its memory).
+    seen: HashSet<u64, BuildHasherDefault<KeyHashHasher>>,
 }
 
 impl Driver {
@@ -152,6 +206,7 @@ impl Driver {
             starting: false,
             reading: false,
             scheduler: PriorityScheduler::new(bypass),
+            seen: HashSet::default(),
         }
     }
 
@@ -255,7 +310,8 @@ impl Driver {
         // Handlers that returned Ok before the grace ran out are acknowledged still.
         if !self.acks.is_empty() {
             let acks = std::mem::take(&mut self.acks);
-            let _ = self.ctx.ack(acks).await;
+            let all: Vec<u32> = self.owned.keys().copied().collect();
+            let _ = self.ctx.ack(acks, &all).await;
         }
         let owned: Vec<u32> = self.owned.keys().copied().collect();
         self.owned.clear();
@@ -326,11 +382,20 @@ impl Driver {
         let ctx = self.ctx.clone();
         let batch = ctx.shared.options.read_batch;
         let mut got = 0;
+        // A sweep pages through the whole pending list (the window's own entries are
+        // skipped) whatever the room: it blocks the partition until done.
         let claiming: Vec<(u32, String, usize)> = self
             .owned
             .iter()
-            .filter(|(_, part)| !part.releasing && part.window.len() < batch)
-            .filter_map(|(p, part)| part.claiming.clone().map(|c| (*p, c, batch - part.window.len())))
+            .filter(|(_, part)| !part.releasing && (part.sweep || part.window.len() < batch))
+            .filter_map(|(p, part)| {
+                let room = if part.sweep {
+                    batch
+                } else {
+                    batch - part.window.len()
+                };
+                part.claiming.clone().map(|c| (*p, c, room))
+            })
             .collect();
         for (p, cursor, room) in claiming {
             got += self.claim(p, &cursor, room).await?;
@@ -373,24 +438,33 @@ impl Driver {
             }
         };
         let mut got = 0;
-        for (p, room, entries) in reads {
-            let Some(entries) = entries else {
-                self.drop_part(p);
-                continue;
-            };
+        for PartRead {
+            p,
+            room,
+            entries,
+            strays,
+        } in reads
+        {
             got += entries.len();
-            // A partition released meanwhile: its new owner claims what was read.
+            // A partition released meanwhile: its new owner sweeps what was read.
             let Some(part) = self.owned.get_mut(&p) else {
                 continue;
             };
+            if strays && part.claiming.is_none() {
+                part.sweep = true;
+                part.claiming = Some("0-0".to_owned());
+                got += 1;
+            }
             part.more = entries.len() >= room;
             for entry in entries {
                 if let Some(id) = entry_id(&entry.id) {
                     part.window.insert(
                         id,
                         Slot {
+                            key: key_hash(&entry),
                             entry,
                             state: SlotState::Ready,
+                            fresh: true,
                         },
                     );
                 }
@@ -413,7 +487,7 @@ impl Driver {
                     .key(keys.attempts(ctx.group()))
                     .key(keys.retry(ctx.group()))
                     .arg(ctx.group())
-                    .arg(ctx.consumer())
+                    .arg(&ctx.token)
                     .arg(&ctx.token)
                     .arg(cursor)
                     .arg(room),
@@ -442,11 +516,20 @@ impl Driver {
                 }
                 _ => SlotState::Ready,
             };
+            // A sweep meets the window's own entries again: they stay as they are.
             if let Some(id) = entry_id(&entry.id) {
-                part.window.insert(id, Slot { entry, state });
+                part.window.entry(id).or_insert(Slot {
+                    key: key_hash(&entry),
+                    entry,
+                    state,
+                    fresh: false,
+                });
             }
         }
         part.claiming = (next != "0-0").then_some(next);
+        if part.claiming.is_none() {
+            part.sweep = false;
+        }
         part.more = part.claiming.is_some();
         Ok(n)
     }
@@ -504,15 +587,15 @@ impl Driver {
         // makes no other message ready (its key's next one waits for it).
         let mut ready: Vec<(Priority, (u64, u64), u32)> = Vec::new();
         for (p, part) in &self.owned {
-            if part.releasing {
+            if part.releasing || part.sweep {
                 continue;
             }
-            let mut seen: HashSet<&str> = HashSet::new();
+            self.seen.clear();
             for (id, slot) in &part.window {
                 let Body::Message(m) = &slot.entry.body else {
                     continue;
                 };
-                if !seen.insert(m.key.as_str()) {
+                if !self.seen.insert(slot.key) {
                     continue;
                 }
                 match slot.state {
@@ -524,24 +607,42 @@ impl Driver {
         }
         // Publish order across partitions, approximated by entry id (server time).
         ready.sort_by_key(|(_, id, p)| (*id, *p));
+        // The ready messages by priority, each queue in publish order: the scheduler's
+        // answer over all of them is always the front of one queue (the most urgent is the
+        // front of its queue, the oldest the first of the fronts), so it is asked about the
+        // fronts only: a pick costs the number of priorities, not of ready messages.
+        let mut queues: Vec<(Priority, std::collections::VecDeque<u64>)> = Vec::new();
+        for ((pr, _, _), i) in ready.iter().zip(0u64..) {
+            match queues.iter_mut().find(|(q, _)| q == pr) {
+                Some((_, queue)) => queue.push_back(i),
+                None => queues.push((*pr, std::collections::VecDeque::from([i]))),
+            }
+        }
         let mut picks = Vec::new();
         let mut breaker_wait = None;
-        while picks.len() < free && !ready.is_empty() {
+        while picks.len() < free {
+            let fronts = queues
+                .iter()
+                .filter_map(|(pr, queue)| queue.front().map(|i| (*pr, *i)));
+            if fronts.clone().next().is_none() {
+                break;
+            }
             if let Some(mut b) = ctx.breaker() {
                 if let Err(wait) = b.try_acquire(ctx.now_ts()) {
                     breaker_wait = Some(wait);
                     break;
                 }
             }
-            let picked = self
-                .scheduler
-                .pick(ready.iter().zip(0u64..).map(|((pr, _, _), i)| (*pr, i)))
-                .and_then(|i| usize::try_from(i).ok())
-                .filter(|i| *i < ready.len());
-            let Some(i) = picked else {
+            let Some(seq) = self.scheduler.pick(fronts) else {
                 break;
             };
-            let (_, id, p) = ready.remove(i);
+            let Some((_, queue)) = queues.iter_mut().find(|(_, queue)| queue.front() == Some(&seq)) else {
+                break;
+            };
+            queue.pop_front();
+            let Some(&(_, id, p)) = usize::try_from(seq).ok().and_then(|i| ready.get(i)) else {
+                break;
+            };
             let Some(part) = self.owned.get_mut(&p) else {
                 continue;
             };
@@ -558,6 +659,7 @@ impl Driver {
                 id,
                 entry: slot.entry.id.clone(),
                 message: message.clone(),
+                fresh: std::mem::take(&mut slot.fresh),
             });
         }
         if !picks.is_empty() {
@@ -612,11 +714,22 @@ impl Driver {
         }
         self.flushing = true;
         let acks = std::mem::take(&mut self.acks);
+        // Stats (for lag and published) where this flush empties the window, and at most
+        // every STATS_EVERY elsewhere: exact once caught up, close meanwhile.
+        let now = Instant::now();
+        let mut stats = Vec::new();
+        for (p, part) in &mut self.owned {
+            let n = acks.iter().filter(|(q, _, _)| q == p).count();
+            if n > 0 && (part.window.len() <= n || now >= part.stats_at + STATS_EVERY) {
+                part.stats_at = now;
+                stats.push(*p);
+            }
+        }
         let c = self.ctx.clone();
         self.jobs.spawn(async move {
             JobResult {
                 kind: Kind::Flush,
-                events: c.ack(acks).await,
+                events: c.ack(acks, &stats).await,
             }
         });
     }
@@ -715,45 +828,93 @@ impl Driver {
     }
 }
 
-/// Reads up to `room` new entries of each partition (`read.lua`, which refuses a partition
-/// whose lease is gone: `None`), decoded. One call on a single node, one per partition
+/// Reads up to `room` new entries of each partition with plain `XREADGROUP` (no script:
+/// the entries do not pass through Lua), each followed in the same pipeline by the
+/// partition's `XPENDING` summary. One pipeline on a single node, one per partition
 /// (concurrently) on a cluster.
+///
+/// Fencing: a consumer that lost a partition's lease may still read it once (a read sent
+/// before it noticed). Such a stray read can only move entries into the pending list of
+/// another Redis consumer (each subscription reads as its own token), and the owner sees it
+/// in the summary that follows its own next read at the latest: a partition whose summary
+/// shows another consumer's pending entries is answered `strays`, and the driver takes them
+/// over (`claim.lua`, lease checked) before it starts anything more of that partition, so
+/// per-key order holds. Nothing read this way is handled before the start script checked
+/// the lease.
 async fn read_new(ctx: &Ctx, reading: &[(u32, usize)]) -> Result<Vec<PartRead>> {
     let parts: Vec<u32> = reading.iter().map(|(p, _)| *p).collect();
     let room = |p: u32| reading.iter().find(|(q, _)| *q == p).map_or(1, |(_, r)| *r);
     let mut calls = Vec::new();
     for chunk in ctx.shared.batches(&parts) {
-        let mut inv = scripts::READ.prepare_invoke();
+        let mut pipe = redis::pipe();
         for p in &chunk {
-            let keys = ctx.part(*p)?;
-            inv.key(keys.stream())
-                .key(keys.lease(ctx.group()))
-                .key(keys.attempts(ctx.group()));
+            let stream = ctx.part(*p)?.stream();
+            pipe.cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(ctx.group())
+                .arg(&ctx.token)
+                .arg("COUNT")
+                .arg(room(*p).max(1))
+                .arg("STREAMS")
+                .arg(&stream)
+                .arg(">");
+            pipe.cmd("XPENDING").arg(&stream).arg(ctx.group());
         }
-        inv.arg(ctx.group()).arg(ctx.consumer()).arg(&ctx.token);
-        for p in &chunk {
-            inv.arg(room(*p).max(1));
-        }
-        calls.push((chunk, inv));
+        calls.push((chunk, pipe));
     }
-    let answers = futures::future::join_all(calls.iter().map(|(_, inv)| ctx.shared.conn.script(inv))).await;
+    let answers =
+        futures::future::join_all(calls.iter().map(|(_, pipe)| ctx.shared.conn.run_pipe(pipe))).await;
     let mut out = Vec::new();
     for ((chunk, _), answer) in calls.iter().zip(answers) {
-        let answer = reply::array(answer?)?;
-        for (p, v) in chunk.iter().zip(answer) {
-            let (status, mut items) = reply::status(v)?;
-            if status != "ok" {
-                out.push((*p, room(*p), None));
-                continue;
-            }
-            let entries = reply::array(items.next().unwrap_or(Value::Nil))?;
-            ctx.counters.update_stats(*p, items.next());
+        let mut answer = answer?.into_iter();
+        for p in chunk {
+            let entries = read_entries(answer.next().unwrap_or(Value::Nil))?;
+            let strays = foreign_pending(answer.next().unwrap_or(Value::Nil), &ctx.token)?;
             let entries = entries
                 .into_iter()
                 .map(codec::entry)
                 .collect::<Result<Vec<_>>>()?;
-            out.push((*p, room(*p), Some(entries)));
+            out.push(PartRead {
+                p: *p,
+                room: room(*p),
+                entries,
+                strays,
+            });
         }
     }
     Ok(out)
+}
+
+/// The entries of a one-stream `XREADGROUP` reply (RESP2 `[[stream, entries]]`, RESP3
+/// `{stream: entries}`, nil when none).
+fn read_entries(v: Value) -> Result<Vec<Value>> {
+    let stream = match v {
+        Value::Map(mut m) => m.pop().map(|(_, entries)| entries),
+        other => reply::array(other)?
+            .pop()
+            .map(|s| reply::array(s).map(|mut kv| kv.pop()))
+            .transpose()?
+            .flatten(),
+    };
+    reply::array(stream.unwrap_or(Value::Nil))
+}
+
+/// True when an `XPENDING` summary shows pending entries of a Redis consumer other than
+/// `me`.
+fn foreign_pending(v: Value, me: &str) -> Result<bool> {
+    let mut items = reply::array(v)?.into_iter();
+    let total = reply::u64(items.next().unwrap_or(Value::Int(0)))?;
+    if total == 0 {
+        return Ok(false);
+    }
+    let consumers = items.nth(2).unwrap_or(Value::Nil);
+    for c in reply::array(consumers)? {
+        let mut c = reply::array(c)?.into_iter();
+        let name = reply::bytes(c.next().unwrap_or(Value::Nil))?;
+        let n = reply::u64(c.next().unwrap_or(Value::Int(0)))?;
+        if n > 0 && name != me.as_bytes() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }

@@ -3,30 +3,54 @@
 -- the dead letter (acking and skipping it instead if it was deleted), else counts the attempt
 -- (our own record: count and first attempt's time) and takes it off the retry schedule.
 -- KEYS: per partition stream, lease, attempts, retry, parked, dead; ARGV: group, token,
--- ttl (ms), then per partition a count n and n pairs (entry id, message key).
+-- ttl (ms), then per partition: f, n, f fresh entry ids, their f message keys, then n pairs
+-- (entry id, message key) of the others. Fresh entries were read new (XREADGROUP '>') by
+-- this owner and never started: they have no attempt record and no retry scheduled, so
+-- their start is one field written, without reading anything.
 -- Returns per partition {'lost'} or {'ok', results, stats (empty when nothing was acked)},
 -- results holding three items per entry, flat: 'gone', 0, 0 / 'parked', behind, 0 / 'ok',
--- attempt, ms since the first attempt.
+-- attempt, ms since the first attempt; for the others only (the fresh ones all started as
+-- attempt 1) unless the partition has parked keys, then for the fresh ones and the others,
+-- in that order.
 local group, token, ttl = ARGV[1], ARGV[2], ARGV[3]
 local out, a = {}, 4
 local now = nil
 for i = 1, #KEYS, 6 do
   local k = {KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3], KEYS[i + 4], KEYS[i + 5]}
-  local n = tonumber(ARGV[a])
-  a = a + 1
+  local f, n = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  a = a + 2
   if redis.call('GET', k[2]) ~= token then
     out[#out + 1] = {'lost'}
-    a = a + 2 * n
+    a = a + 2 * f + 2 * n
   else
     redis.call('PEXPIRE', k[2], ttl)
-    -- Most partitions have no parked key and no retry scheduled: skip those lookups.
+    now = now or now_ms()
+    -- Most partitions have no parked key: then the fresh entries take the fast path.
     local parked = redis.call('EXISTS', k[5]) == 1
-    local retry = redis.call('EXISTS', k[4]) == 1
+    local list = {}
+    if parked then
+      for x = 0, f - 1 do
+        list[#list + 1] = ARGV[a + x]
+        list[#list + 1] = ARGV[a + f + x]
+      end
+    elseif f > 0 then
+      local rec = '1:' .. now
+      local set = {}
+      for x = 0, f - 1 do
+        set[2 * x + 1] = ARGV[a + x]
+        set[2 * x + 2] = rec
+      end
+      each_chunk(set, function(...) redis.call('HSET', k[3], ...) end)
+    end
+    a = a + 2 * f
+    for x = 0, 2 * n - 1 do list[#list + 1] = ARGV[a + x] end
+    a = a + 2 * n
+    local m = #list / 2
+    local retry = m > 0 and redis.call('EXISTS', k[4]) == 1
     local res, starts, ids = {}, {}, {}
     local changed = false
-    for j = 1, n do
-      local id, key = ARGV[a], ARGV[a + 1]
-      a = a + 2
+    for j = 1, m do
+      local id, key = list[2 * j - 1], list[2 * j]
       -- The consumer holds the entry's fields already (read, or claimed, moments ago); the
       -- stream is looked at again only to dead-letter a parked one (it copies the fields),
       -- and a pending entry is never trimmed, so that lookup only misses after an XDEL.
@@ -48,7 +72,6 @@ for i = 1, #KEYS, 6 do
     end
     -- The attempt records of the started entries: one read and one write for all.
     if #starts > 0 then
-      now = now or now_ms()
       local fields = {}
       for x, j in ipairs(starts) do fields[x] = ids[j] end
       local old = {}
@@ -56,6 +79,7 @@ for i = 1, #KEYS, 6 do
         for _, v in ipairs(redis.call('HMGET', k[3], ...)) do old[#old + 1] = v end
       end)
       local set, started = {}, {}
+      local now_n = tonumber(now)
       for x, j in ipairs(starts) do
         local c, first = 1, now
         if old[x] then
@@ -66,7 +90,7 @@ for i = 1, #KEYS, 6 do
         set[#set + 1] = ids[j]
         set[#set + 1] = c .. ':' .. first
         started[#started + 1] = ids[j]
-        res[3 * j - 2], res[3 * j - 1], res[3 * j] = 'ok', c, tonumber(now) - tonumber(first)
+        res[3 * j - 2], res[3 * j - 1], res[3 * j] = 'ok', c, now_n - tonumber(first)
       end
       each_chunk(set, function(...) redis.call('HSET', k[3], ...) end)
       if retry then each_chunk(started, function(...) redis.call('ZREM', k[4], ...) end) end

@@ -1,6 +1,6 @@
 -- Appends messages to partition streams in one step (all or nothing on one node).
--- KEYS: partition streams; ARGV: per stream a count n, then n times id, key, priority,
--- content type, headers, payload.
+-- KEYS: partition streams; ARGV: per stream a count n, then n packed messages (each
+-- entry's one field `m`, see codec.rs).
 -- Several streams: check them all before writing any. One stream: its first XADD fails
 -- before anything is written.
 if #KEYS > 1 then
@@ -17,9 +17,8 @@ for _, s in ipairs(KEYS) do
   local n = tonumber(ARGV[a])
   a = a + 1
   for _ = 1, n do
-    redis.call('XADD', s, '*', 'id', ARGV[a], 'k', ARGV[a + 1], 'p', ARGV[a + 2],
-      'ct', ARGV[a + 3], 'h', ARGV[a + 4], 'd', ARGV[a + 5])
-    a = a + 6
+    redis.call('XADD', s, '*', 'm', ARGV[a])
+    a = a + 1
   end
 end
 -- The count only: the ids are not needed, and building and parsing them costs.
