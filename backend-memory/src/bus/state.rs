@@ -3,6 +3,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
+    hash::{BuildHasherDefault, Hash, Hasher},
     sync::{atomic::Ordering, MutexGuard, PoisonError},
     time::Duration,
 };
@@ -36,6 +37,39 @@ pub(super) struct Topic {
 /// by priority.
 pub(super) const PICK_WINDOW: usize = 256;
 
+/// A multiplicative hash of integers (offsets, key hashes). A pick hashes up to
+/// [`PICK_WINDOW`] entries per owned partition; with SipHash over the key strings that was
+/// most of the in-memory consumer's time (6,500 messages/s on one consumer).
+#[derive(Default, Clone, Copy)]
+pub(super) struct IntHasher(u64);
+
+impl Hasher for IntHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// A map keyed by integers, hashed with [`IntHasher`].
+pub(super) type IntMap<K, V> = HashMap<K, V, BuildHasherDefault<IntHasher>>;
+
+/// The hash of a message key, computed once when the entry is published. Two keys with the
+/// same hash only make the later entry wait behind the earlier one: never a reorder.
+fn key_hash(key: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
+}
+
 #[derive(Default)]
 pub(super) struct Part {
     /// Retained entries; offsets are contiguous from the front's.
@@ -58,6 +92,8 @@ pub(super) struct Entry {
     pub(super) offset: u64,
     pub(super) seq: u64,
     pub(super) key: String,
+    /// [`key_hash`] of `key`.
+    pub(super) key_hash: u64,
     pub(super) priority: Priority,
     pub(super) body: Body,
 }
@@ -82,7 +118,7 @@ pub(super) struct GroupPart {
     pub(super) acked_below: u64,
     /// Acknowledged offsets at or above `acked_below`.
     pub(super) acked: BTreeSet<u64>,
-    pub(super) pending: HashMap<u64, Pending>,
+    pub(super) pending: IntMap<u64, Pending>,
 }
 
 impl GroupPart {
@@ -163,6 +199,7 @@ impl Topic {
             offset: part.next_offset,
             seq: self.next_seq,
             key: key.to_owned(),
+            key_hash: key_hash(key),
             priority,
             body,
         });
@@ -239,7 +276,8 @@ impl Shared {
             if gp.owner != Some(inc) {
                 continue;
             }
-            let mut blocked: HashSet<&str> = HashSet::new();
+            let mut blocked: HashSet<u64, BuildHasherDefault<IntHasher>> =
+                HashSet::with_capacity_and_hasher(PICK_WINDOW, BuildHasherDefault::default());
             let from = gp.acked_below.max(part.front_offset());
             let skip = usize::try_from(from - part.front_offset())
                 .unwrap_or(usize::MAX)
@@ -260,11 +298,11 @@ impl Shared {
                     parked_now.push((p, entry.offset));
                     continue;
                 };
-                if g.parked.contains_key(&entry.key) {
+                if !g.parked.is_empty() && g.parked.contains_key(&entry.key) {
                     parked_now.push((p, entry.offset));
                     continue;
                 }
-                if !blocked.insert(entry.key.as_str()) {
+                if !blocked.insert(entry.key_hash) {
                     continue;
                 }
                 let pending = gp.pending.get(&entry.offset);
