@@ -174,8 +174,11 @@ impl Admin for PgBackend {
         let last = events.last().map_or(0, |e| e.version);
         self.trip();
         sqlx::query(&self.sql(
-            "INSERT INTO __SCHEMA__.streams (stream_id, state, version) VALUES ($1, 1, $2)
-             ON CONFLICT (stream_id) DO UPDATE SET state = 1, version = excluded.version",
+            "INSERT INTO __SCHEMA__.streams AS s (stream_id, state, version, bytes)
+             VALUES ($1, 1, $2, (SELECT sum(octet_length(e.payload)) FROM __SCHEMA__.events e
+                                 WHERE e.stream_id = $1))
+             ON CONFLICT (stream_id) DO UPDATE SET state = 1, version = excluded.version,
+                 bytes = excluded.bytes",
         ))
         .bind(stream.as_str())
         .bind(clamp_i64(last))

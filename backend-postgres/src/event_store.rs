@@ -12,7 +12,8 @@ use crate::error::{self, Sent};
 use crate::PgBackend;
 
 /// The append statement (the function created by the first migration).
-pub(crate) const APPEND: &str = "SELECT * FROM __SCHEMA__.append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+pub(crate) const APPEND: &str =
+    "SELECT * FROM __SCHEMA__.append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 
 /// The append function's arguments for an expectation: kind and version.
 fn expected_args(expected: ExpectedVersion) -> (i16, i64) {
@@ -52,6 +53,11 @@ where
     let encodings: Vec<&str> = events.iter().map(|e| e.content_encoding.as_str()).collect();
     let metadata: Vec<String> = events.iter().map(|e| e.metadata.to_json()).collect();
     let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_ref()).collect();
+    // The stream's running payload total (see the seventh migration): lets a read that fits
+    // the byte limit skip finding the cut.
+    let bytes = payloads.iter().fold(0i64, |sum, p| {
+        sum.saturating_add(i64::try_from(p.len()).unwrap_or(i64::MAX))
+    });
     let row = sqlx::query(sql)
         .bind(stream.as_str())
         .bind(kind)
@@ -63,6 +69,7 @@ where
         .bind(encodings)
         .bind(metadata)
         .bind(payloads)
+        .bind(bytes)
         .fetch_one(executor)
         .await
         .map_err(|e| error::map(e, Sent::Maybe, Some(stream)))?;
