@@ -53,7 +53,7 @@ where
     let encodings: Vec<&str> = events.iter().map(|e| e.content_encoding.as_str()).collect();
     let metadata: Vec<String> = events.iter().map(|e| e.metadata.to_json()).collect();
     let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_ref()).collect();
-    // The stream's running payload total (see the seventh migration): lets a read that fits
+    // The stream's running payload total (see the sixth migration): lets a read that fits
     // the byte limit skip finding the cut.
     let bytes = payloads.iter().fold(0i64, |sum, p| {
         sum.saturating_add(i64::try_from(p.len()).unwrap_or(i64::MAX))

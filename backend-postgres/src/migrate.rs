@@ -25,11 +25,6 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "append fast path",
         include_str!("../migrations/0006_append_fast_path.sql"),
     ),
-    (
-        7,
-        "stream bytes",
-        include_str!("../migrations/0007_stream_bytes.sql"),
-    ),
 ];
 
 /// Creates the schema and its migrations table.

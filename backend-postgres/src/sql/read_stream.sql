@@ -1,6 +1,6 @@
 -- A page of a live stream, ascending from $2, at most $3 events and about $4 payload bytes.
 -- A tombstoned stream returns one row with state 3 and no event (one round trip either way).
--- When the stream's payloads fit $4 (`streams.bytes`, the seventh migration), the page is
+-- When the stream's payloads fit $4 (`streams.bytes`, the sixth migration), the page is
 -- one index range scan of versions `from_v ..= upto`, unordered (the client sorts): a stream
 -- holds exactly the versions 1 to `streams.version` (appends and imports are contiguous from
 -- 1 and no event is ever deleted), so that range is the page. This took a third of the
