@@ -65,6 +65,34 @@ impl BusHarness for PgBusHarness {
 
 conformance::bus_suite!(postgres_bus, PgBusHarness::fresh);
 
+/// A fresh harness for the test `name` with one subscription (topic and group of its
+/// namespace) recording into a probe.
+async fn subscribed(
+    name: &str,
+) -> std::result::Result<
+    (
+        PgBusHarness,
+        String,
+        Arc<conformance::bus::Probe>,
+        Box<dyn cqrs_core::bus::Subscription>,
+    ),
+    BoxError,
+> {
+    let ns = Namespace::for_test(name);
+    common::drop_schema(ns.as_str()).await?;
+    let h = PgBusHarness::fresh(ns).await?;
+    let (topic, group) = (h.ns.name("topic"), h.ns.name("group"));
+    let probe = conformance::bus::Probe::ok();
+    let sub = h
+        .bus
+        .subscribe(
+            cqrs_core::bus::SubscriptionSpec::new(&topic, &group),
+            probe.clone(),
+        )
+        .await?;
+    Ok((h, topic, probe, sub))
+}
+
 /// Holds the xmin horizon (a publisher's transaction stays open while another commits), so
 /// it is named `fault_*`: `.config/nextest.toml` runs it alone.
 ///
@@ -76,21 +104,13 @@ conformance::bus_suite!(postgres_bus, PgBusHarness::fresh);
 async fn fault_bus_in_flight_publisher_is_not_skipped() -> std::result::Result<(), BoxError> {
     use std::time::Duration;
 
-    use conformance::bus::{messages, Probe};
-    use cqrs_core::bus::SubscriptionSpec;
+    use conformance::bus::messages;
 
-    let ns = Namespace::for_test(concat!(
+    let (h, topic, probe, sub) = subscribed(concat!(
         module_path!(),
         "::fault_bus_in_flight_publisher_is_not_skipped"
-    ));
-    common::drop_schema(ns.as_str()).await?;
-    let h = PgBusHarness::fresh(ns).await?;
-    let (topic, group) = (h.ns.name("topic"), h.ns.name("group"));
-    let probe = Probe::ok();
-    let sub = h
-        .bus
-        .subscribe(SubscriptionSpec::new(&topic, &group), probe.clone())
-        .await?;
+    ))
+    .await?;
 
     let held = messages("k", 1);
     let later = messages("k", 1);
@@ -142,21 +162,14 @@ async fn fault_bus_in_flight_publisher_is_not_skipped() -> std::result::Result<(
 async fn bus_connections_killed_mid_stream_lose_nothing() -> std::result::Result<(), BoxError> {
     use std::time::{Duration, Instant};
 
-    use conformance::bus::{messages, Probe};
-    use cqrs_core::{bus::SubscriptionSpec, Error};
+    use conformance::bus::messages;
+    use cqrs_core::Error;
 
-    let ns = Namespace::for_test(concat!(
+    let (h, topic, probe, sub) = subscribed(concat!(
         module_path!(),
         "::bus_connections_killed_mid_stream_lose_nothing"
-    ));
-    common::drop_schema(ns.as_str()).await?;
-    let h = PgBusHarness::fresh(ns).await?;
-    let (topic, group) = (h.ns.name("topic"), h.ns.name("group"));
-    let probe = Probe::ok();
-    let sub = h
-        .bus
-        .subscribe(SubscriptionSpec::new(&topic, &group), probe.clone())
-        .await?;
+    ))
+    .await?;
     let mut acknowledged = Vec::new();
     let mut killed = 0;
     for (n, message) in messages("k", 300).into_iter().enumerate() {
