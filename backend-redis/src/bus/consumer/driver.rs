@@ -434,6 +434,16 @@ impl Driver {
             Ok(r) => r,
             Err(e) => {
                 self.ctx.counters.note_error(e);
+                // The read may have run on the server with its answer lost (a dropped
+                // connection, a killed server restarted from its AOF): its entries then sit
+                // in this subscription's own pending list, in no window. A sweep takes the
+                // whole pending list back (the window's entries stay as they are).
+                for part in self.owned.values_mut() {
+                    if !part.releasing && part.claiming.is_none() {
+                        part.sweep = true;
+                        part.claiming = Some("0-0".to_owned());
+                    }
+                }
                 return 0;
             }
         };
