@@ -45,7 +45,7 @@ pub use dead_letter::{DeadLetter, DeadLetterReason};
 pub use handler::{handler_fn, HandlerError, HandlerErrorKind, HandlerFn, MessageHandler};
 pub use latency::{LatencyPercentiles, LatencyWindow};
 pub use message::{Delivery, Message, MessageId, Priority};
-pub use partition::partition_for;
+pub use partition::{key_hash, partition_for, IntHasher, IntMap, IntSet};
 pub use priority::PriorityScheduler;
 pub use retry::{Backoff, RetryPolicy};
 pub use subscription::{

@@ -1,17 +1,12 @@
 //! The driver task of a subscription: ownership of partitions, the windows of read
 //! entries, and which ready message is handled next.
 
-use std::{
-    collections::{BTreeMap, HashSet},
-    hash::{BuildHasherDefault, Hash, Hasher},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use super::delivery::{Event, Handled, PendingAck, Pick, Settle};
 
 use cqrs_core::{
-    bus::{DeadLetterReason, Priority, PriorityScheduler},
+    bus::{DeadLetterReason, IntSet, Priority, PriorityScheduler},
     Result,
 };
 use futures::{stream::FuturesUnordered, StreamExt};
@@ -27,33 +22,12 @@ use crate::bus::codec::{self, entry_id, Body, Entry};
 use crate::bus::scripts;
 use crate::conn::reply;
 
-/// The hash of an entry's message key: dispatch rounds compare keys by it. Two keys with
-/// the same hash only make the later message wait for the earlier one: never a reorder.
+/// [`cqrs_core::bus::key_hash`] of an entry's message key (an undecodable entry has none):
+/// dispatch rounds compare keys by it.
 fn key_hash(entry: &Entry) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    if let Body::Message(m) = &entry.body {
-        m.key.hash(&mut h);
-    }
-    h.finish()
-}
-
-/// A hasher for values that are hashes already ([`key_hash`]): it keeps them as they are.
-#[derive(Default)]
-struct KeyHashHasher(u64);
-
-impl Hasher for KeyHashHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
+    match &entry.body {
+        Body::Message(m) => cqrs_core::bus::key_hash(&m.key),
+        _ => cqrs_core::bus::key_hash(""),
     }
 }
 
@@ -186,7 +160,7 @@ pub(super) struct Driver {
     reading: bool,
     scheduler: PriorityScheduler,
     /// The key hashes a dispatch round has met in a window (kept to reuse its memory).
-    seen: HashSet<u64, BuildHasherDefault<KeyHashHasher>>,
+    seen: IntSet<u64>,
 }
 
 impl Driver {
@@ -206,7 +180,7 @@ impl Driver {
             starting: false,
             reading: false,
             scheduler: PriorityScheduler::new(bypass),
-            seen: HashSet::default(),
+            seen: IntSet::default(),
         }
     }
 
