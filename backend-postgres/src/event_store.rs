@@ -11,7 +11,7 @@ use crate::backend::{clamp_i64, count_i64, cut_bytes, events_from_rows, position
 use crate::error::{self, Sent};
 use crate::PgBackend;
 
-/// The append statement (the function created by the first migration).
+/// The append statement (the function of the sixth migration).
 pub(crate) const APPEND: &str =
     "SELECT * FROM __SCHEMA__.append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 
@@ -27,13 +27,13 @@ fn expected_args(expected: ExpectedVersion) -> (i16, i64) {
 }
 
 /// Asks whether `events` are already committed in `stream`, in order (see the sixth migration).
-pub(crate) const RESEND: &str = "SELECT * FROM __SCHEMA__.append_resend($1, $2)";
+const RESEND: &str = "SELECT * FROM __SCHEMA__.append_resend($1, $2)";
 
 /// Runs the append function on `executor` and turns its row into the outcome.
 ///
 /// A batch whose event ids are already committed fails here with [`Error::AlreadyExists`]
 /// when its expectation still holds: the function leaves the probe of every id off the common
-/// path. The caller then decides with [`resolve_duplicate`], on a connection whose
+/// path. The caller then decides with [`PgBackend::resolve_duplicate`], on a connection whose
 /// transaction did not abort.
 pub(crate) async fn run_append<'e, E>(
     executor: E,
@@ -76,33 +76,37 @@ where
     outcome_from_row(stream, expected, &row)
 }
 
-/// After an append failed with `failed` (a duplicate event id), decides whether the batch was a
-/// re-send of a commit of `stream`: its outcome if so, `failed` if no id is in `stream` (the
-/// ids belong to another stream), an idempotency mismatch if only some are.
-pub(crate) async fn resolve_duplicate<'e, E>(
-    executor: E,
-    sql: &str,
-    stream: &StreamId,
-    expected: ExpectedVersion,
-    events: &[EventData],
-    failed: Error,
-) -> Result<AppendOutcome>
-where
-    E: sqlx::Executor<'e, Database = sqlx::Postgres>,
-{
-    let ids: Vec<uuid::Uuid> = events.iter().map(|e| *e.event_id.as_uuid()).collect();
-    let row = sqlx::query(sql)
-        .bind(stream.as_str())
-        .bind(ids)
-        .fetch_one(executor)
-        .await
-        .map_err(|e| error::map(e, Sent::Maybe, Some(stream)))?;
-    let outcome: Option<i16> = row
-        .try_get("outcome")
-        .map_err(|e| Error::corrupt(format!("re-send result: {e}")))?;
-    match outcome {
-        None => Err(failed),
-        Some(_) => outcome_from_row(stream, expected, &row),
+impl PgBackend {
+    /// After an append failed with `failed` (a duplicate event id), decides on `executor`
+    /// (not the aborted transaction) whether the batch was a re-send of a commit of
+    /// `stream`: its outcome if so, `failed` if no id is in `stream` (the ids belong to
+    /// another stream), an idempotency mismatch if only some are.
+    pub(crate) async fn resolve_duplicate<'e, E>(
+        &self,
+        executor: E,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[EventData],
+        failed: Error,
+    ) -> Result<AppendOutcome>
+    where
+        E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+    {
+        self.trip();
+        let ids: Vec<uuid::Uuid> = events.iter().map(|e| *e.event_id.as_uuid()).collect();
+        let row = sqlx::query(&self.sql(RESEND))
+            .bind(stream.as_str())
+            .bind(ids)
+            .fetch_one(executor)
+            .await
+            .map_err(|e| error::map(e, Sent::Maybe, Some(stream)))?;
+        let outcome: Option<i16> = row
+            .try_get("outcome")
+            .map_err(|e| Error::corrupt(format!("re-send result: {e}")))?;
+        match outcome {
+            None => Err(failed),
+            Some(_) => outcome_from_row(stream, expected, &row),
+        }
     }
 }
 
@@ -278,9 +282,8 @@ impl EventStore for PgBackend {
         self.trip();
         match run_append(&mut *conn, &sql, stream, expected, &events).await {
             Err(failed @ Error::AlreadyExists { .. }) => {
-                self.trip();
-                let sql = self.sql(RESEND);
-                resolve_duplicate(&mut *conn, &sql, stream, expected, &events, failed).await
+                self.resolve_duplicate(&mut *conn, stream, expected, &events, failed)
+                    .await
             }
             result => result,
         }

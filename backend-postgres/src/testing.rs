@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use cqrs_core::{AppendOutcome, Error, EventData, ExpectedVersion, Outcome, Result, StreamId};
 use sqlx::{Postgres, Transaction};
 
-use crate::event_store::{resolve_duplicate, run_append, APPEND, RESEND};
+use crate::event_store::{run_append, APPEND};
 use crate::{error, PgBackend};
 
 /// An append run inside a transaction that is still open: it holds the stream's lock and
@@ -58,8 +58,8 @@ impl PgBackend {
             Err(failed @ Error::AlreadyExists { .. }) => {
                 tx.rollback().await.map_err(error::sent)?;
                 tx = self.pool.begin().await.map_err(error::not_sent)?;
-                let resent = self.sql(RESEND);
-                resolve_duplicate(&mut *tx, &resent, stream, expected, &events, failed).await?
+                self.resolve_duplicate(&mut *tx, stream, expected, &events, failed)
+                    .await?
             }
             result => result?,
         };
