@@ -7,7 +7,8 @@
 //!     cargo run --release -p backend-postgres --example pg_bench
 //! ```
 //!
-//! It creates two schemas `bench_<hex>` and `bench_<hex>_raw` and drops them at the end.
+//! It creates two schemas `bench_<hex>` and `bench_<hex>_raw` and drops them at the end
+//! (`BENCH_KEEP=1` keeps them, to look at plans on the same data).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::cast_precision_loss)]
 
@@ -445,6 +446,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             ratio,
             r.note
         );
+    }
+    if std::env::var_os("BENCH_KEEP").is_some() {
+        // Kept for a look at plans and server costs (EXPLAIN ANALYZE on the same data).
+        println!("kept schemas {ours_schema} and {raw_schema}");
+        return Ok(());
     }
     for s in [&ours_schema, &raw_schema] {
         sqlx::query(&format!("DROP SCHEMA \"{s}\" CASCADE"))

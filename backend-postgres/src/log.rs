@@ -2,6 +2,7 @@
 //! statement.
 
 use cqrs_core::{Batch, Checkpoint, Error, EventFilter, Result};
+use futures::TryStreamExt as _;
 use sqlx::{postgres::PgRow, Row};
 
 use crate::backend::{column_at, count_i64, position, EventColumns, Xid8, PARTITION};
@@ -44,7 +45,9 @@ impl PgBackend {
         let unfiltered = filter.stream_prefix.is_none() && filter.event_types.is_empty();
         let scan = if unfiltered { max } else { max.max(FILTERED_SCAN) };
         self.trip();
-        let rows = sqlx::query(&self.sql(include_str!("sql/read_all.sql")))
+        let sql = self.sql(include_str!("sql/read_all.sql"));
+        // Streamed, not collected: rows are decoded while the server still produces the rest.
+        let mut rows = sqlx::query(&sql)
             .bind(tx.to_string())
             .bind(seq)
             .bind(count_i64(scan))
@@ -52,46 +55,52 @@ impl PgBackend {
             .bind(&filter.event_types)
             .bind(count_i64(max))
             .bind(count_i64(self.limits.max_read_bytes))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(error::sent)?;
+            .fetch(&self.pool);
         let mut events = Vec::new();
         let mut bytes = 0usize;
-        let mut consumed = 0usize;
-        let mut scanned = 0i64;
+        let mut seen = 0usize;
+        let mut stopped = false;
         let get = |e: sqlx::Error| Error::corrupt(format!("log row: {e}"));
-        let columns = match rows.first() {
-            Some(first) => Some(LogColumns::of(first)?),
-            None => None,
-        };
-        for (row, c) in rows.iter().zip(std::iter::repeat(columns).flatten()) {
-            scanned = row.try_get_unchecked(c.scanned).map_err(get)?;
-            if consumed == 0 {
-                let lag: i64 = row.try_get_unchecked(c.lag).map_err(get)?;
-                metrics::gauge!(LAG_GAUGE, "schema" => self.schema.as_str().to_owned()).set(lag as f64);
+        let mut columns = None;
+        while let Some(row) = rows.try_next().await.map_err(error::sent)? {
+            let c = match columns {
+                Some(c) => c,
+                None => {
+                    let c = LogColumns::of(&row)?;
+                    let lag: i64 = row.try_get_unchecked(c.lag).map_err(get)?;
+                    metrics::gauge!(LAG_GAUGE, "schema" => self.schema.as_str().to_owned()).set(lag as f64);
+                    *columns.insert(c)
+                }
+            };
+            seen += 1;
+            if row.try_get_unchecked::<bool, _>(c.cut).map_err(get)? {
+                stopped = true;
+                break;
             }
             let Xid8(tx) = row.try_get_unchecked(c.tx).map_err(get)?;
             let at = position(tx, row.try_get_unchecked(c.seq).map_err(get)?)?;
             if row.try_get_unchecked::<bool, _>(c.hit).map_err(get)? {
                 if events.len() >= max {
+                    stopped = true;
                     break;
                 }
-                let event = c.event.event(row, None)?;
+                let event = c.event.event(&row, None)?;
                 let len = event.data.encoded_len();
                 if !events.is_empty() && bytes.saturating_add(len) > self.limits.max_read_bytes {
+                    stopped = true;
                     break;
                 }
                 bytes = bytes.saturating_add(len);
                 events.push(event);
             }
             next.advance(&at);
-            consumed += 1;
         }
-        if rows.is_empty() && start != [0, 0, 0] {
+        drop(rows);
+        if seen == 0 && start != [0, 0, 0] {
             self.check_not_ahead(tx, seq).await?;
         }
-        let caught_up =
-            consumed == rows.len() && count_i64(consumed) == scanned && count_i64(consumed) < count_i64(scan);
+        // A page that was not cut and scanned fewer rows than it could reached the horizon.
+        let caught_up = !stopped && count_i64(seen) < count_i64(scan);
         Ok(Batch {
             events,
             next,
@@ -121,7 +130,7 @@ impl PgBackend {
 /// Where the log page's own columns are, found once per page (see [`EventColumns`]).
 #[derive(Debug, Clone, Copy)]
 struct LogColumns {
-    scanned: usize,
+    cut: usize,
     lag: usize,
     tx: usize,
     seq: usize,
@@ -133,7 +142,7 @@ impl LogColumns {
     fn of(row: &PgRow) -> Result<Self> {
         let at = |name, ty| column_at(row, name, ty);
         Ok(LogColumns {
-            scanned: at("scanned", "INT8")?,
+            cut: at("cut", "BOOL")?,
             lag: at("lag", "INT8")?,
             tx: at("tx", "xid8")?,
             seq: at("seq", "INT8")?,

@@ -25,6 +25,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "append fast path",
         include_str!("../migrations/0006_append_fast_path.sql"),
     ),
+    (
+        7,
+        "hidden streams index",
+        include_str!("../migrations/0007_hidden_streams_index.sql"),
+    ),
 ];
 
 /// Creates the schema and its migrations table.

@@ -1,14 +1,19 @@
 -- One statement, one snapshot: rows below the xmin horizon after the checkpoint, scanned up
 -- to $3 rows, then filtered ($4 stream prefix, $5 event types), at most $6 hits and about
--- $7 payload bytes. Every scanned row up to the cut comes back (a refused one without its
--- data) so `next` can move past rows the filter refused.
+-- $7 payload bytes. Every scanned row comes back in order, a refused one without its data, so
+-- `next` can move past rows the filter refused; `cut` marks the rows past the hit or byte
+-- limit (a suffix: the client stops at the first one). Rows stream out as the window
+-- produces them, so the client decodes a page while the server is still reading it.
 --
--- One level over the index scan: a join for the stream state, one window pass that counts
--- hits and bytes. Large payloads stay TOAST pointers until sent (octet_length does not
--- detoast them), so a page is cut by bytes before anything big is read. The earlier shape
--- (materialized narrow CTEs, a sort, then an index fetch per kept row) spent three to four
--- times the server time per page. `hits_upto + 0`: PostgreSQL 15 fails to plan a window
--- filter it pushes down as a run condition ("WindowFunc not found in subplan target lists").
+-- Visibility: only streams in streams_hidden_idx (not live, or revived after a delete or a
+-- truncation) are looked up, behind a hash of that index built once per statement. Joining
+-- every row to its stream cost as much as the scan and forced a sort. If very many streams
+-- are hidden the planner probes the partial index per row instead of hashing it.
+--
+-- One window pass counts hits and bytes. Large payloads stay TOAST pointers until sent
+-- (octet_length does not detoast them), so a page is cut by bytes before anything big is
+-- read. `hits_upto + 0`: PostgreSQL 15 fails to plan a window filter it pushes down as a run
+-- condition ("WindowFunc not found in subplan target lists").
 WITH h AS MATERIALIZED (
     SELECT pg_snapshot_xmin(s) AS horizon,
            pg_snapshot_xmax(s)::text::bigint - pg_snapshot_xmin(s)::text::bigint AS lag
@@ -16,7 +21,12 @@ WITH h AS MATERIALIZED (
 ),
 scan AS (
     SELECT e.*,
-           coalesce(st.state = 1 AND e.version >= st.visible_from, false)
+           CASE WHEN e.stream_id IN (SELECT x.stream_id FROM __SCHEMA__.streams x
+                                     WHERE x.state <> 1 OR x.visible_from > 1)
+                THEN coalesce((SELECT st.state = 1 AND e.version >= st.visible_from
+                               FROM __SCHEMA__.streams st WHERE st.stream_id = e.stream_id), false)
+                ELSE true
+           END
            AND ($4::text IS NULL OR starts_with(e.stream_id, $4::text COLLATE "C"))
            AND (cardinality($5::text[]) = 0 OR e.event_type = ANY ($5::text[])) AS hit
     FROM (
@@ -26,22 +36,19 @@ scan AS (
         ORDER BY e.tx_id, e.seq
         LIMIT $3
     ) e
-    LEFT JOIN __SCHEMA__.streams st ON st.stream_id = e.stream_id
 ),
 ranked AS (
     SELECT s.*,
-           count(*) OVER () AS scanned,
            count(*) FILTER (WHERE s.hit) OVER w AS hits_upto,
            coalesce(sum(octet_length(s.payload)) FILTER (WHERE s.hit) OVER w, 0)
                - CASE WHEN s.hit THEN octet_length(s.payload) ELSE 0 END AS bytes_before
     FROM scan s
     WINDOW w AS (ORDER BY s.tx_id, s.seq ROWS UNBOUNDED PRECEDING)
 )
-SELECT r.tx_id AS tx, r.seq, r.hit, r.scanned, (SELECT lag FROM h) AS lag,
+SELECT r.tx_id AS tx, r.seq, r.hit, NOT r.kept AS cut, (SELECT lag FROM h) AS lag,
        r.stream_id, r.version, r.event_id, r.event_type, r.schema_version, r.content_type,
-       r.content_encoding, CASE WHEN r.hit THEN r.metadata END AS metadata,
-       CASE WHEN r.hit THEN r.payload END AS payload,
+       r.content_encoding, CASE WHEN r.hit AND r.kept THEN r.metadata END AS metadata,
+       CASE WHEN r.hit AND r.kept THEN r.payload END AS payload,
        r.recorded_at
-FROM ranked r
-WHERE r.hits_upto + 0 <= $6 AND r.bytes_before <= $7
+FROM (SELECT q.*, q.hits_upto + 0 <= $6 AND q.bytes_before <= $7 AS kept FROM ranked q) r
 ORDER BY r.tx_id, r.seq

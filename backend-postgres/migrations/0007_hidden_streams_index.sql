@@ -1,0 +1,11 @@
+-- The streams whose events a reader must hide: not live (missing, soft-deleted, tombstoned) or
+-- live again after a soft delete or a truncation (visible_from past 1). Usually few or none.
+--
+-- read_all decides visibility for every row it scans. Joining every row to its stream cost
+-- as much server time as the scan itself (one index descent per row, then a sort the join
+-- made necessary). With this index the page first asks "is this stream hidden at all?" of a
+-- hash built once per statement, and looks the stream up only for the hidden ones.
+--
+-- Appends set state = 1 on a live stream: the value does not change, so their updates stay
+-- HOT; only a delete, a truncation or a revival touches this index.
+CREATE INDEX streams_hidden_idx ON __SCHEMA__.streams (stream_id) WHERE state <> 1 OR visible_from > 1;
