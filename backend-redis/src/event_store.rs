@@ -9,6 +9,7 @@ use cqrs_core::{
     EventData, EventFilter, EventId, EventStore, ExpectedVersion, LimitKind, Metadata, Position,
     RecordedEvent, Result, StoreIdentity, StreamId, StreamPage, StreamState, Timestamp, MAX_VERSION,
 };
+use futures::{StreamExt as _, TryStreamExt as _};
 use redis::Value;
 
 use crate::conn::reply;
@@ -301,8 +302,12 @@ fn appended(answer: &str, partition: u32) -> Result<AppendOutcome> {
 
 /// Entries fetched by the first request of a stream read.
 const FIRST_CHUNK: usize = 256;
-/// Most entries fetched by one request of a stream read.
+/// Most entries fetched by one round of a stream read.
 const MAX_CHUNK: usize = 10_000;
+/// Entries per `XRANGE` when a forward round is split (see [`RedisBackend::read_page`]).
+const PART: usize = 1_000;
+/// Parts of one round in flight at once.
+const PARTS_IN_FLIGHT: usize = 4;
 
 /// A lex-range start after `after` (`-` for the start).
 pub(crate) fn lex_after(after: Option<&str>) -> Vec<u8> {
@@ -371,6 +376,11 @@ impl RedisBackend {
     ///
     /// Events never change once written, so reading the head and the entries in one
     /// pipeline (not a transaction) returns what a read at the head's moment would have.
+    ///
+    /// A large forward chunk goes out as several `XRANGE`s of known version ranges (entry ids
+    /// are `0-<version>`), all sent at once and decoded in order as each answer arrives: the
+    /// client's parsing and decoding, not the server, bound a long read, and this way the
+    /// decoding of one part overlaps the parsing of the next.
     pub(crate) async fn read_page(
         &self,
         stream: &StreamId,
@@ -385,9 +395,15 @@ impl RedisBackend {
         let p = self.keys.partition_of(stream.as_str());
         let head = self.keys.named(p, HEAD, stream.as_str());
         let events = self.keys.named(p, EVENTS, stream.as_str());
-        let max_bytes = self.limits.max_read_bytes;
-        let mut out: Vec<RecordedEvent> = Vec::new();
-        let mut bytes = 0usize;
+        let mut page = Page {
+            stream,
+            partition: p,
+            out: Vec::new(),
+            bytes: 0,
+            max_bytes: self.limits.max_read_bytes,
+            visible_from: 1,
+            raw,
+        };
         // Forward: the next version to read; backward: the highest (None: the end).
         let mut cursor = if forward {
             Some(start.unwrap_or(0).max(1))
@@ -395,74 +411,124 @@ impl RedisBackend {
             start
         };
         let mut chunk = max.min(FIRST_CHUNK);
-        let mut visible_from = 1u64;
         let mut head_read = raw;
         loop {
-            let mut pipe = redis::pipe();
-            if !head_read {
-                pipe.cmd("HMGET").arg(&head).arg("st").arg("vf");
-            }
-            let at = cursor.map_or_else(|| "+".to_owned(), |c| format!("0-{c}"));
-            if forward {
-                pipe.cmd("XRANGE").arg(&events).arg(at).arg("+");
-            } else {
-                pipe.cmd("XREVRANGE").arg(&events).arg(at).arg("-");
-            }
-            pipe.arg("COUNT").arg(chunk);
-            let mut answers = self.conn.run_pipe(&pipe).await?.into_iter();
-            if !head_read {
-                head_read = true;
-                let mut h = reply::array(answers.next().unwrap_or(Value::Nil))?.into_iter();
-                let st = reply::opt_string(h.next().unwrap_or(Value::Nil))?;
-                visible_from = reply::opt_string(h.next().unwrap_or(Value::Nil))?
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(1);
-                match st.as_deref() {
-                    Some("T") => {
-                        return Err(Error::StreamDeleted {
-                            stream: stream.clone(),
-                        })
+            let done = match cursor {
+                Some(from) if forward && head_read && chunk > PART => {
+                    let last = from.saturating_add(count_u64(chunk) - 1);
+                    let parts = (from..=last).step_by(PART).map(|at| {
+                        let mut cmd = redis::cmd("XRANGE");
+                        let to = at.saturating_add(count_u64(PART) - 1).min(last);
+                        cmd.arg(&events).arg(format!("0-{at}")).arg(format!("0-{to}"));
+                        (cmd, to - at + 1)
+                    });
+                    let mut answers = futures::stream::iter(parts.map(|(cmd, wanted)| async move {
+                        self.conn.run(&cmd).await.map(|answer| (answer, wanted))
+                    }))
+                    .buffered(PARTS_IN_FLIGHT);
+                    let mut done = false;
+                    while let Some((answer, wanted)) = answers.try_next().await? {
+                        let entries = reply::array(answer)?;
+                        let short = count_u64(entries.len()) < wanted;
+                        if page.take(entries)? || short {
+                            done = true;
+                            break;
+                        }
                     }
-                    Some("L") => {}
-                    _ => return Ok(Vec::new()),
+                    done
                 }
-                if forward && cursor.is_some_and(|c| c < visible_from) {
-                    cursor = Some(visible_from);
-                    continue;
+                _ => {
+                    let mut pipe = redis::pipe();
+                    if !head_read {
+                        pipe.cmd("HMGET").arg(&head).arg("st").arg("vf");
+                    }
+                    let at = cursor.map_or_else(|| "+".to_owned(), |c| format!("0-{c}"));
+                    if forward {
+                        pipe.cmd("XRANGE").arg(&events).arg(at).arg("+");
+                    } else {
+                        pipe.cmd("XREVRANGE").arg(&events).arg(at).arg("-");
+                    }
+                    pipe.arg("COUNT").arg(chunk);
+                    let mut answers = self.conn.run_pipe(&pipe).await?.into_iter();
+                    if !head_read {
+                        head_read = true;
+                        let mut h = reply::array(answers.next().unwrap_or(Value::Nil))?.into_iter();
+                        let st = reply::opt_string(h.next().unwrap_or(Value::Nil))?;
+                        page.visible_from = reply::opt_string(h.next().unwrap_or(Value::Nil))?
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(1);
+                        match st.as_deref() {
+                            Some("T") => {
+                                return Err(Error::StreamDeleted {
+                                    stream: stream.clone(),
+                                })
+                            }
+                            Some("L") => {}
+                            _ => return Ok(Vec::new()),
+                        }
+                        if forward && cursor.is_some_and(|c| c < page.visible_from) {
+                            cursor = Some(page.visible_from);
+                            continue;
+                        }
+                    }
+                    let entries = reply::array(answers.next().unwrap_or(Value::Nil))?;
+                    let short = entries.len() < chunk;
+                    page.take(entries)? || short
                 }
-            }
-            let entries = reply::array(answers.next().unwrap_or(Value::Nil))?;
-            let fetched = entries.len();
-            for entry in entries {
-                let event = decode_event(stream, p, entry)?;
-                if !raw && event.version < visible_from {
-                    return Ok(out);
-                }
-                let len = event.data.encoded_len();
-                if !out.is_empty() && bytes.saturating_add(len) > max_bytes {
-                    return Ok(out);
-                }
-                bytes = bytes.saturating_add(len);
-                out.push(event);
-            }
-            let Some(last) = out.last().map(|e| e.version) else {
-                return Ok(out);
             };
-            if fetched < chunk || out.len() >= max {
-                return Ok(out);
+            let Some(last) = page.out.last().map(|e| e.version) else {
+                return Ok(page.out);
+            };
+            if done || page.out.len() >= max {
+                return Ok(page.out);
             }
             cursor = if forward {
                 Some(last.saturating_add(1))
             } else if last <= 1 {
-                return Ok(out);
+                return Ok(page.out);
             } else {
                 Some(last - 1)
             };
-            let average = (bytes / out.len()).max(1);
-            let room = max_bytes.saturating_sub(bytes) / average + 1;
-            chunk = (max - out.len()).min(room).clamp(1, MAX_CHUNK);
+            let average = (page.bytes / page.out.len()).max(1);
+            let room = page.max_bytes.saturating_sub(page.bytes) / average + 1;
+            chunk = (max - page.out.len()).min(room).clamp(1, MAX_CHUNK);
         }
     }
+}
+
+/// The events of one stream page as they are read, and what ends the page.
+struct Page<'a> {
+    stream: &'a StreamId,
+    partition: u32,
+    out: Vec<RecordedEvent>,
+    bytes: usize,
+    max_bytes: usize,
+    visible_from: u64,
+    raw: bool,
+}
+
+impl Page<'_> {
+    /// Decodes `entries` into the page; `true` once the page is complete (the byte limit,
+    /// or a version below the first visible one).
+    fn take(&mut self, entries: Vec<Value>) -> Result<bool> {
+        for entry in entries {
+            let event = decode_event(self.stream, self.partition, entry)?;
+            if !self.raw && event.version < self.visible_from {
+                return Ok(true);
+            }
+            let len = event.data.encoded_len();
+            if !self.out.is_empty() && self.bytes.saturating_add(len) > self.max_bytes {
+                return Ok(true);
+            }
+            self.bytes = self.bytes.saturating_add(len);
+            self.out.push(event);
+        }
+        Ok(false)
+    }
+}
+
+fn count_u64(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
 }
 
 #[async_trait]
