@@ -126,6 +126,25 @@ impl PgBackend {
         Ok(lines.join("\n"))
     }
 
+    /// The plan this pool's sessions use for the forward stream read of `stream`
+    /// (`EXPLAIN` of the prepared statement, text format), for plan regression tests.
+    ///
+    /// # Errors
+    /// Backend errors.
+    pub async fn explain_read_stream(&self, stream: &str, max: usize) -> Result<String> {
+        self.begin()?;
+        let sql = format!("EXPLAIN {}", self.sql(include_str!("sql/read_stream.sql")));
+        let lines: Vec<String> = sqlx::query_scalar(&sql)
+            .bind(stream)
+            .bind(1i64)
+            .bind(i64::try_from(max).unwrap_or(i64::MAX))
+            .bind(i64::try_from(self.limits.max_read_bytes).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(error::sent)?;
+        Ok(lines.join("\n"))
+    }
+
     /// Terminates every server connection whose `application_name` is `name` (except the
     /// one asking); returns how many.
     ///

@@ -1,5 +1,6 @@
 //! Query-plan regression (CONFORMANCE.md pitfall 29): on a large pre-seeded log, `read_all`
-//! walks the `(tx_id, seq)` index instead of scanning and sorting the table.
+//! walks the `(tx_id, seq)` index instead of scanning and sorting the table, and the stream
+//! read's one generic plan (our sessions force generic plans) walks the stream's index.
 
 mod common;
 
@@ -62,5 +63,26 @@ async fn plan_read_all_walks_the_log_index_on_a_large_table() {
         per_page < Duration::from_millis(100),
         "a 100-event page took {per_page:?}"
     );
+    // Our sessions plan each statement once: a stream read re-planned on every call cost
+    // six times its execution. The generic plan must still be an index range scan.
+    let mode: String = sqlx::query_scalar("SHOW plan_cache_mode")
+        .fetch_one(backend.pool())
+        .await
+        .unwrap();
+    assert_eq!(mode, "force_generic_plan");
+    let plan = backend.explain_read_stream("s-7", 5000).await.unwrap();
+    assert!(
+        plan.contains("events_stream_version_key"),
+        "the stream read does not use the stream index:\n{plan}"
+    );
+    assert!(
+        !plan.contains("Seq Scan on events"),
+        "the stream read scans the table:\n{plan}"
+    );
+    let page = backend
+        .read_stream(&cqrs_core::StreamId::new("s-7").unwrap(), 1, 5000)
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 100, "events of s-7");
     common::drop_schema(&ns).await.unwrap();
 }

@@ -23,7 +23,11 @@ use cqrs_es::{
 };
 use postgres_es::PostgresEventRepository;
 use serde::{Deserialize, Serialize};
-use sqlx::{postgres::PgPoolOptions, PgPool};
+use sqlx::{
+    postgres::{PgConnectOptions, PgPoolOptions},
+    PgPool,
+};
+use std::str::FromStr as _;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Result<T, E = BoxError> = std::result::Result<T, E>;
@@ -197,6 +201,14 @@ impl Side {
         }
     }
 
+    /// The application_name of this side's connections (for the CPU meter).
+    fn application_name(&self) -> &'static str {
+        match self {
+            Side::Ours(_) => "cmp_ours",
+            Side::Theirs(..) => "cmp_theirs",
+        }
+    }
+
     /// Load, decide, append.
     async fn execute(&self, id: &str, command: AccountCommand) -> Result<()> {
         match self {
@@ -302,6 +314,9 @@ struct Row {
     millis: bool,
     ours: Vec<f64>,
     theirs: Vec<f64>,
+    /// (client, server) µs of CPU per operation, per run.
+    ours_cpu: Vec<(f64, f64)>,
+    theirs_cpu: Vec<(f64, f64)>,
 }
 
 impl Row {
@@ -311,6 +326,15 @@ impl Row {
             millis,
             ours: Vec::new(),
             theirs: Vec::new(),
+            ours_cpu: Vec::new(),
+            theirs_cpu: Vec::new(),
+        }
+    }
+
+    fn push_cpu(&mut self, side: &Side, cpu: (f64, f64)) {
+        match side {
+            Side::Ours(_) => self.ours_cpu.push(cpu),
+            Side::Theirs(..) => self.theirs_cpu.push(cpu),
         }
     }
 
@@ -331,7 +355,75 @@ fn order(run: usize, ours: &Side, theirs: &Side) -> [Side; 2] {
     }
 }
 
-async fn bench(ours: &Side, theirs: &Side) -> Result<Vec<Row>> {
+// ---------------------------------------------------------------------------------------
+// CPU accounting: throughput on 2 shared cores swings with whatever else runs, the CPU a
+// command costs does not. Each side's pool connects with its own application_name; its
+// server CPU is the on-CPU time of those backends (/proc/<pid>/schedstat, in ns), its client
+// CPU the process's own on-CPU time while only that side runs.
+
+/// On-CPU nanoseconds of a process or thread directory under /proc.
+fn on_cpu_ns(dir: &std::path::Path) -> u64 {
+    std::fs::read_to_string(dir.join("schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// This process's on-CPU nanoseconds, summed over its threads.
+fn client_ns() -> u64 {
+    std::fs::read_dir("/proc/self/task")
+        .map(|tasks| tasks.flatten().map(|t| on_cpu_ns(&t.path())).sum())
+        .unwrap_or(0)
+}
+
+/// Reads the server backends of each side (by application_name) over its own connection.
+struct CpuMeter {
+    monitor: PgPool,
+}
+
+/// On-CPU nanoseconds of one side at one moment: per server backend, and the client's.
+struct CpuSample {
+    backends: std::collections::HashMap<i32, u64>,
+    client: u64,
+}
+
+impl CpuMeter {
+    async fn sample(&self, side: &Side) -> Result<CpuSample> {
+        let pids: Vec<i32> =
+            sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE application_name = $1")
+                .bind(side.application_name())
+                .fetch_all(&self.monitor)
+                .await?;
+        let backends = pids
+            .into_iter()
+            .map(|pid| {
+                (
+                    pid,
+                    on_cpu_ns(&std::path::Path::new("/proc").join(pid.to_string())),
+                )
+            })
+            .collect();
+        Ok(CpuSample {
+            backends,
+            client: client_ns(),
+        })
+    }
+
+    /// (client, server) microseconds per operation between `before` and now.
+    async fn per_op(&self, side: &Side, before: &CpuSample, ops: usize) -> Result<(f64, f64)> {
+        let client = client_ns();
+        let after = self.sample(side).await?;
+        let server: u64 = after
+            .backends
+            .iter()
+            .map(|(pid, ns)| ns.saturating_sub(before.backends.get(pid).copied().unwrap_or(0)))
+            .sum();
+        let per = |ns: u64| ns as f64 / 1000.0 / ops.max(1) as f64;
+        Ok((per(client.saturating_sub(before.client)), per(server)))
+    }
+}
+
+async fn bench(ours: &Side, theirs: &Side, meter: &CpuMeter) -> Result<Vec<Row>> {
     let ids = |prefix: &str| Arc::new((0..DISTINCT).map(|i| format!("{prefix}-{i}")).collect::<Vec<_>>());
     let (one_task_ids, eight_task_ids) = (ids("d1"), ids("d8"));
 
@@ -353,16 +445,22 @@ async fn bench(ours: &Side, theirs: &Side) -> Result<Vec<Row>> {
     for run in 0..RUNS {
         for side in order(run, ours, theirs) {
             let id = format!("seq-{run}");
+            let before = meter.sample(&side).await?;
             let v = sequential(&side, &id, SEQUENTIAL).await?;
+            rows[0].push_cpu(&side, meter.per_op(&side, &before, SEQUENTIAL).await?);
             side.expect(&id, SEQUENTIAL as u64).await?;
             rows[0].push(&side, v);
         }
         for side in order(run, ours, theirs) {
+            let before = meter.sample(&side).await?;
             let v = distinct(&side, &one_task_ids, 1).await?;
+            rows[1].push_cpu(&side, meter.per_op(&side, &before, DISTINCT).await?);
             rows[1].push(&side, v);
         }
         for side in order(run, ours, theirs) {
+            let before = meter.sample(&side).await?;
             let v = distinct(&side, &eight_task_ids, TASKS).await?;
+            rows[2].push_cpu(&side, meter.per_op(&side, &before, DISTINCT).await?);
             rows[2].push(&side, v);
         }
         eprintln!("run {} of {RUNS}: command rows done", run + 1);
@@ -395,7 +493,9 @@ async fn bench(ours: &Side, theirs: &Side) -> Result<Vec<Row>> {
     }
     for run in 0..RUNS {
         for side in order(run, ours, theirs) {
+            let before = meter.sample(&side).await?;
             let v = loads(&side, "big", LOADS_PER_RUN).await?;
+            rows[3].push_cpu(&side, meter.per_op(&side, &before, LOADS_PER_RUN).await?);
             rows[3].push(&side, v);
         }
     }
@@ -539,6 +639,27 @@ fn print(rows: &[Row]) {
         }
     }
     println!();
+    println!(
+        "CPU per operation, µs (median of the runs; client = this process, server = the side's backends):"
+    );
+    println!();
+    println!("| row | ours client | ours server | ours total | cqrs-es client | cqrs-es server | cqrs-es total | total ratio theirs/ours |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for row in rows {
+        let med = |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| median(v.iter().map(f).collect());
+        let (oc, os) = (med(&row.ours_cpu, |c| c.0), med(&row.ours_cpu, |c| c.1));
+        let (tc, ts) = (med(&row.theirs_cpu, |c| c.0), med(&row.theirs_cpu, |c| c.1));
+        let (ot, tt) = (
+            med(&row.ours_cpu, |c| c.0 + c.1),
+            med(&row.theirs_cpu, |c| c.0 + c.1),
+        );
+        println!(
+            "| {} | {oc:.0} | {os:.0} | {ot:.0} | {tc:.0} | {ts:.0} | {tt:.0} | {:.2}x |",
+            row.name,
+            if ot > 0.0 { tt / ot } else { f64::NAN }
+        );
+    }
+    println!();
     println!("Runs (operations per second, in run order):");
     for row in rows {
         println!(
@@ -607,6 +728,7 @@ async fn main() -> Result<()> {
         // Ours.
         let options = PgStoreOptions::from_url(&url)?
             .max_connections(POOL)
+            .application_name("cmp_ours")
             .with_schema(&ours_schema)?;
         let backend = PgBackend::connect(&options).await?;
         backend.migrate().await?;
@@ -621,14 +743,29 @@ async fn main() -> Result<()> {
             format!("\"{theirs_schema}\".events"),
             format!("\"{theirs_schema}\".snapshots"),
         );
-        let repo = || PostgresEventRepository::new(admin.clone()).with_tables(&ev, &snap);
+        let connect = |name: &str| -> Result<PgConnectOptions> {
+            Ok(PgConnectOptions::from_str(&url)?.application_name(name))
+        };
+        let their_pool = PgPoolOptions::new()
+            .max_connections(POOL)
+            .connect_with(connect("cmp_theirs")?)
+            .await?;
+        let meter = CpuMeter {
+            monitor: PgPoolOptions::new()
+                .max_connections(1)
+                .connect_with(connect("cmp_monitor")?)
+                .await?,
+        };
+        let repo = || PostgresEventRepository::new(their_pool.clone()).with_tables(&ev, &snap);
         let cqrs = CqrsFramework::new(PersistedEventStore::new_event_store(repo()), vec![], ());
         let store = PersistedEventStore::new_event_store(repo());
         let theirs = Side::Theirs(Arc::new(cqrs), Arc::new(store));
 
-        let rows = bench(&ours, &theirs).await?;
-        let notes = breakdown(&ours, &theirs, &backend, &admin, &ev).await?;
+        let rows = bench(&ours, &theirs, &meter).await?;
+        let notes = breakdown(&ours, &theirs, &backend, &their_pool, &ev).await?;
         backend.pool().close().await;
+        their_pool.close().await;
+        meter.monitor.close().await;
         Ok::<_, BoxError>((rows, notes))
     }
     .await;
