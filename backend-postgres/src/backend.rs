@@ -190,7 +190,8 @@ pub(crate) fn stream_state(state: Option<i16>, version: i64) -> Result<StreamSta
 /// load. The types are checked here, once, so rows can be read without the per-row check.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct EventColumns {
-    stream_id: usize,
+    /// Absent from the reads of one stream, whose id the caller has.
+    stream_id: Option<usize>,
     version: usize,
     tx: usize,
     seq: usize,
@@ -209,7 +210,10 @@ impl EventColumns {
     pub(crate) fn of(row: &PgRow) -> Result<Self> {
         let at = |name, ty| column_at(row, name, ty);
         Ok(EventColumns {
-            stream_id: at("stream_id", "TEXT")?,
+            stream_id: match row.try_column("stream_id") {
+                Ok(_) => Some(at("stream_id", "TEXT")?),
+                Err(_) => None,
+            },
             version: at("version", "INT8")?,
             tx: at("tx", "xid8")?,
             seq: at("seq", "INT8")?,
@@ -228,12 +232,13 @@ impl EventColumns {
     /// re-validating its id on every row).
     pub(crate) fn event(&self, row: &PgRow, known: Option<&StreamId>) -> Result<RecordedEvent> {
         let get = |e: sqlx::Error| Error::corrupt(format!("event row: {e}"));
-        let stream_id = match known {
-            Some(s) => s.clone(),
-            None => {
-                let stream: String = row.try_get_unchecked(self.stream_id).map_err(get)?;
+        let stream_id = match (known, self.stream_id) {
+            (Some(s), _) => s.clone(),
+            (None, Some(at)) => {
+                let stream: String = row.try_get_unchecked(at).map_err(get)?;
                 StreamId::new(stream).map_err(|e| Error::corrupt(format!("stored stream id: {e}")))?
             }
+            (None, None) => return Err(Error::corrupt("event row without its stream id")),
         };
         let metadata: &str = row.try_get_unchecked(self.metadata).map_err(get)?;
         let content_type: &str = row.try_get_unchecked(self.content_type).map_err(get)?;

@@ -14,13 +14,13 @@ WITH st AS MATERIALIZED (
         LIMIT $3
     ) p
 )
-SELECT 1::smallint AS state, e.stream_id, e.version, e.tx_id AS tx, e.seq, e.event_id,
+SELECT 1::smallint AS state, e.version, e.tx_id AS tx, e.seq, e.event_id,
        e.event_type, e.schema_version, e.content_type, e.content_encoding, e.metadata, e.payload,
        e.recorded_at
 FROM __SCHEMA__.events e
 WHERE e.stream_id = $1 AND e.version <= $2
   AND e.version >= (SELECT min(version) FROM page WHERE bytes_before <= $4)
 UNION ALL
-SELECT 3::smallint, NULL::text, NULL::bigint, NULL::xid8, NULL::bigint, NULL::uuid, NULL::text,
+SELECT 3::smallint, NULL::bigint, NULL::xid8, NULL::bigint, NULL::uuid, NULL::text,
        NULL::bigint, NULL::text, NULL::text, NULL::text, NULL::bytea, NULL::timestamptz
 FROM st WHERE state = 3
