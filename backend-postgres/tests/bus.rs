@@ -202,3 +202,59 @@ async fn bus_connections_killed_mid_stream_lose_nothing() -> std::result::Result
     sub.stop().await?;
     h.teardown().await
 }
+
+/// The subscription's lag and published counts are current once the settles they count are
+/// visible, also while acknowledgement batches and dead letters of one consumer overlap
+/// (four workers, failing keys dead-lettered between acknowledgements): once `handled` and
+/// `dead_lettered` show every message settled, lag is 0 without waiting for a heartbeat.
+#[tokio::test(flavor = "multi_thread")]
+async fn bus_counts_are_current_under_overlapping_settles() -> std::result::Result<(), BoxError> {
+    use std::time::Duration;
+
+    use conformance::bus::{messages, Act, Probe};
+    use cqrs_core::bus::{HandlerError, RetryPolicy, SubscriptionSpec};
+
+    let ns = Namespace::for_test(concat!(
+        module_path!(),
+        "::bus_counts_are_current_under_overlapping_settles"
+    ));
+    common::drop_schema(ns.as_str()).await?;
+    let h = PgBusHarness::fresh(ns).await?;
+    let (poison, fine) = (6u64, 40u64);
+    for round in 0..5 {
+        let (topic, group) = (h.ns.name(&format!("t{round}")), h.ns.name("g"));
+        let probe = Probe::scripted(|d, _| {
+            if d.message.key.starts_with("poison") {
+                Act::Fail(HandlerError::retryable("boom"))
+            } else {
+                Act::Ok
+            }
+        });
+        let spec = SubscriptionSpec::new(&topic, &group)
+            .concurrency(4)
+            .retry(RetryPolicy::fixed(2, Duration::from_millis(5)));
+        let sub = h.bus.subscribe(spec, probe).await?;
+        let mut batch = Vec::new();
+        for k in 0..poison {
+            batch.extend(messages(&format!("poison{k}"), 1));
+        }
+        for k in 0..8 {
+            batch.extend(messages(&format!("fine{k}"), 5));
+        }
+        h.bus.publish(&topic, batch).await?;
+        conformance::bus::wait_for(Duration::from_secs(20), "every message settled", || {
+            let m = sub.metrics();
+            m.handled == fine && m.dead_lettered == poison
+        })
+        .await
+        .map_err(|f| f.0)?;
+        let m = sub.metrics();
+        assert_eq!(
+            m.lag, 0,
+            "round {round}: lag once every settle is visible ({m:?})"
+        );
+        assert_eq!(m.published, poison + fine, "round {round}: published");
+        sub.stop().await?;
+    }
+    h.teardown().await
+}

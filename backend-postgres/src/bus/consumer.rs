@@ -8,7 +8,7 @@ use std::{
     fmt,
     panic::AssertUnwindSafe,
     sync::{
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex, MutexGuard, PoisonError,
     },
     time::Duration,
@@ -68,16 +68,16 @@ pub(super) struct Counters {
     stopped: AtomicBool,
     gone: AtomicBool,
     breaker: Option<Mutex<Breaker>>,
-    /// (lag, published) as last counted, and the ticket of the statement that counted them.
-    counts: Mutex<(u64, u64, u64)>,
-    /// Tickets handed to counting statements as they are sent: a count that arrives after
-    /// one from a later-sent statement is stale (it may predate that statement's commit, say
-    /// an acknowledgement batch counting a message a concurrent dead letter just settled).
-    count_tickets: AtomicU64,
-    /// Settles running / begun or ended: a heartbeat count overlapping one is dropped (it
-    /// may predate that settle's commit).
-    settling: AtomicUsize,
-    settle_gen: AtomicU64,
+    /// (lag, published) as last counted.
+    counts: Mutex<(u64, u64)>,
+    /// Held by every statement that counts lag and published (the heartbeat's count, the
+    /// acknowledgement batches) and by every settle that changes the lag (acknowledgements,
+    /// dead letters: until the transaction ends), from before it is sent until its counts
+    /// are stored. They run one at a time, so each count's snapshot sees every earlier
+    /// settle of this consumer committed and no settle commits between a count and its
+    /// storing: the last count stored is the newest, with nothing to compare. Taken before
+    /// a pool connection, never while holding one (no wait cycle with the pool).
+    turn: tokio::sync::Mutex<()>,
 }
 
 impl Counters {
@@ -85,23 +85,22 @@ impl Counters {
         *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
     }
 
-    /// A ticket for a statement about to be sent that counts lag and published.
-    fn count_ticket(&self) -> u64 {
-        self.count_tickets.fetch_add(1, Ordering::SeqCst) + 1
-    }
-
-    fn set_counts(&self, ticket: u64, lag: Option<i64>, published: Option<i64>) {
+    /// Stores the counts of a statement (NULL: it did not count); returns those replaced.
+    fn set_counts(&self, lag: Option<i64>, published: Option<i64>) -> (u64, u64) {
         let mut c = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        if ticket < c.2 {
-            return;
-        }
-        c.2 = ticket;
+        let before = *c;
         if let Some(lag) = lag {
             c.0 = u64::try_from(lag).unwrap_or(0);
         }
         if let Some(p) = published {
             c.1 = u64::try_from(p).unwrap_or(0);
         }
+        before
+    }
+
+    /// Puts back counts replaced by a transaction that then failed to commit.
+    fn restore_counts(&self, before: (u64, u64)) {
+        *self.counts.lock().unwrap_or_else(PoisonError::into_inner) = before;
     }
 }
 
@@ -617,10 +616,9 @@ impl Consumer {
         }
     }
 
-    /// Counts lag and published; dropped if a settle overlapped (it may be fresher).
+    /// Counts lag and published (holding the count turn: see [`Counters::turn`]).
     async fn refresh_counts(&self) {
-        let gen = self.counters.settle_gen.load(Ordering::SeqCst);
-        let ticket = self.counters.count_ticket();
+        let _turn = self.counters.turn.lock().await;
         let row = sqlx::query(&self.shared.sql.metrics)
             .bind(self.spec.topic())
             .bind(self.spec.group())
@@ -629,14 +627,9 @@ impl Consumer {
         let Ok(row) = row else {
             return;
         };
-        if self.counters.settling.load(Ordering::SeqCst) > 0
-            || self.counters.settle_gen.load(Ordering::SeqCst) != gen
-        {
-            return;
-        }
         let lag: Option<i64> = row.try_get("lag").ok();
         let published: Option<i64> = row.try_get("published").ok();
-        self.counters.set_counts(ticket, lag, published);
+        self.counters.set_counts(lag, published);
     }
 
     async fn coordinate(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
@@ -909,8 +902,9 @@ impl Consumer {
                 Settle::Retry(..) => None,
                 _ => w.floor_after(part, epoch, pos),
             };
-            let kind: i32 = i32::from(matches!(settle, Settle::Retry(..)));
-            (kind, floor, w.backlog() <= COUNT_BELOW)
+            let retry = matches!(settle, Settle::Retry(..));
+            // A retry leaves the row pending: it changes no count, so it counts nothing.
+            (i32::from(retry), floor, !retry && w.backlog() <= COUNT_BELOW)
         };
         let (wait, last_error) = match &settle {
             Settle::Retry(wait, error) => (millis(*wait), Some(error.clone())),
@@ -953,8 +947,6 @@ impl Consumer {
             .bind(park.as_ref().map(|(k, _)| k.clone()))
             .bind(park.as_ref().map(|(_, id)| *id))
             .bind(want_counts);
-        self.counters.settling.fetch_add(1, Ordering::SeqCst);
-        self.counters.settle_gen.fetch_add(1, Ordering::SeqCst);
         let batched = matches!(settle, Settle::Ack | Settle::Drop);
         let result: std::result::Result<bool, String> = async {
             if batched {
@@ -965,33 +957,36 @@ impl Consumer {
                     .unwrap_or_else(|| Err("the acknowledgement batch task ended".to_owned()));
             }
             let single = async {
-                let ticket = self.counters.count_ticket();
-                if reason.is_some() {
-                    let mut tx = self.shared.pool.begin().await?;
-                    let row = query.fetch_one(&mut *tx).await?;
-                    let owned = self.store_counts(ticket, &row)?;
-                    // Counted before the dead letter becomes visible, as the counts are.
-                    let dead = &self.counters.dead_lettered;
-                    if owned {
-                        dead.fetch_add(1, Ordering::SeqCst);
-                    }
-                    if let Err(e) = tx.commit().await {
-                        if owned {
-                            dead.fetch_sub(1, Ordering::SeqCst);
-                        }
-                        return Err(e);
-                    }
-                    Ok(owned)
-                } else {
+                if reason.is_none() {
                     let row = query.fetch_one(&self.shared.pool).await?;
-                    self.store_counts(ticket, &row)
+                    return Ok(row.try_get::<i64, _>("owned")? > 0);
                 }
+                // A dead letter settles its row: it holds the count turn until it commits.
+                let _turn = self.counters.turn.lock().await;
+                let mut tx = self.shared.pool.begin().await?;
+                let row = query.fetch_one(&mut *tx).await?;
+                let owned = row.try_get::<i64, _>("owned")? > 0;
+                // Counted before the dead letter becomes visible, as the counts are.
+                let mut before = None;
+                if owned {
+                    before = Some(
+                        self.counters
+                            .set_counts(row.try_get("lag")?, row.try_get("published")?),
+                    );
+                    self.counters.dead_lettered.fetch_add(1, Ordering::SeqCst);
+                }
+                if let Err(e) = tx.commit().await {
+                    if let Some(before) = before {
+                        self.counters.restore_counts(before);
+                        self.counters.dead_lettered.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    return Err(e);
+                }
+                Ok(owned)
             };
             single.await.map_err(|e: sqlx::Error| e.to_string())
         }
         .await;
-        self.counters.settle_gen.fetch_add(1, Ordering::SeqCst);
-        self.counters.settling.fetch_sub(1, Ordering::SeqCst);
         match result {
             Ok(true) => {
                 let mut w = self.lock();
@@ -1103,9 +1098,9 @@ impl Consumer {
                 parts.3.push(floor.map(|f| f.seq));
             }
             let mut tries = 0;
-            let mut ticket;
+            // Acknowledgements change the lag: the batch holds the count turn.
+            let turn = self.counters.turn.lock().await;
             let row = loop {
-                ticket = self.counters.count_ticket();
                 let r = sqlx::query(&self.shared.sql.ack_batch)
                     .bind(self.spec.topic())
                     .bind(self.spec.group())
@@ -1131,10 +1126,11 @@ impl Consumer {
                 if !owned.is_empty() {
                     let lag: Option<i64> = row.try_get("lag").map_err(|e| e.to_string())?;
                     let published: Option<i64> = row.try_get("published").map_err(|e| e.to_string())?;
-                    self.counters.set_counts(ticket, lag, published);
+                    self.counters.set_counts(lag, published);
                 }
                 Ok(owned)
             });
+            drop(turn);
             for ((part, ..), reply) in batch {
                 let out = match &owned {
                     Ok(owned) => Ok(owned.contains(&part_i32(part))),
@@ -1143,17 +1139,6 @@ impl Consumer {
                 let _ = reply.send(out);
             }
         }
-    }
-
-    /// Stores lag and published from a settle's row; whether the lease was still held.
-    fn store_counts(&self, ticket: u64, row: &PgRow) -> std::result::Result<bool, sqlx::Error> {
-        let owned: i64 = row.try_get("owned")?;
-        if owned > 0 {
-            let lag: Option<i64> = row.try_get("lag")?;
-            let published: Option<i64> = row.try_get("published")?;
-            self.counters.set_counts(ticket, lag, published);
-        }
-        Ok(owned > 0)
     }
 }
 
@@ -1246,7 +1231,7 @@ impl Subscription for PgSubscription {
 
     fn metrics(&self) -> SubscriptionMetrics {
         let c = &self.consumer.counters;
-        let (lag, published, _) = *c.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let (lag, published) = *c.counts.lock().unwrap_or_else(PoisonError::into_inner);
         SubscriptionMetrics {
             published,
             handled: c.handled.load(Ordering::SeqCst),

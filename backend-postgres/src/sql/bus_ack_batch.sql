@@ -7,7 +7,8 @@
 --   $9..$11 one element per row: partition, tx id (text), seq,
 --   $12 whether to compute lag and published.
 -- Returns the partitions whose lease was held (their rows are settled) and, when asked,
--- lag and published counted on the statement's snapshot and adjusted for these settles.
+-- lag and published counted on the statement's snapshot and adjusted for these settles (the
+-- consumer runs no other counting or settling statement meanwhile, see bus_settle.sql).
 WITH lease AS (
     UPDATE __SCHEMA__.bus_partitions b
     SET floor_tx = CASE WHEN (f.ftx::xid8, f.fseq) > (b.floor_tx, b.floor_seq)

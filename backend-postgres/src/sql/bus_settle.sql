@@ -9,7 +9,8 @@
 --   message id the key parks behind, $21 whether to compute lag and published.
 -- The dead letter, the acknowledgement (floor or done marker) and the parked key are one
 -- statement, so one commit. lag/published are counted on the statement's snapshot (before
--- its own writes) and adjusted for this settle.
+-- its own writes) and adjusted for this settle; the consumer runs no other counting or
+-- acknowledging statement meanwhile, so that is the count as of its commit.
 WITH lease AS (
     UPDATE __SCHEMA__.bus_partitions b
     SET floor_tx = CASE WHEN ($9::text::xid8, $10::bigint) > (b.floor_tx, b.floor_seq)
