@@ -43,7 +43,7 @@ use cqrs_core::{
 };
 use redis::Value;
 use tokio::{
-    sync::{watch, Notify},
+    sync::{watch, Notify, Semaphore},
     task::JoinHandle,
     time::Instant,
 };
@@ -139,6 +139,9 @@ struct Ctx {
     members: String,
     /// The heartbeat found a lost lease.
     wake: Notify,
+    /// One per handler call that may run at once (the spec's concurrency): deliveries are
+    /// started ahead of free permits, and wait for one before their handler is called.
+    permits: Semaphore,
 }
 
 impl Ctx {
@@ -254,6 +257,8 @@ pub(super) async fn start(
     runtime: &tokio::runtime::Handle,
 ) -> Result<Box<dyn Subscription>> {
     let k = shared.options.partitions;
+    // Semaphore::new panics above MAX_PERMITS; no concurrency that large can be used anyway.
+    let spec_concurrency = spec.concurrency_limit().min(Semaphore::MAX_PERMITS);
     let parts = (0..k).map(|p| shared.keys.part(spec.topic(), p)).collect();
     let members = shared.keys.members(spec.topic(), spec.group());
     let ctx = Arc::new(Ctx {
@@ -272,6 +277,7 @@ pub(super) async fn start(
         parts,
         members,
         wake: Notify::new(),
+        permits: Semaphore::new(spec_concurrency),
     });
     if ctx.member("join").await?.is_none() {
         return Err(Error::AlreadyExists {

@@ -9,7 +9,7 @@ use cqrs_core::{
     bus::{DeadLetterReason, IntSet, Priority, PriorityScheduler},
     Result,
 };
-use futures::{stream::FuturesUnordered, StreamExt};
+use futures::{stream::FuturesUnordered, FutureExt, StreamExt};
 use redis::Value;
 use tokio::{
     sync::{mpsc, watch},
@@ -68,8 +68,9 @@ struct PartRead {
 enum Msg {
     /// The start script answered: the picks that ended without a handler call.
     Started(Vec<JobDone>),
-    /// A handler returned.
-    Handled(Handled),
+    /// Handlers returned (all those that had when the delivery task looked: one message,
+    /// and one wake-up of the driver, for a batch of quick handlers).
+    Handled(Vec<Handled>),
 }
 
 /// Which work a job did.
@@ -120,6 +121,11 @@ struct Part {
     more: bool,
     /// When an ack flush last asked for the partition's stats.
     stats_at: Instant,
+    /// The window may hold a slot waiting for a retry (false: it holds none), so the
+    /// driver's loop looks through this window only, and only while there may be one.
+    may_be_due: bool,
+    /// The window may hold an undecodable entry not yet sent to the dead letter.
+    may_be_undecodable: bool,
 }
 
 impl Part {
@@ -132,6 +138,8 @@ impl Part {
             releasing: false,
             more: false,
             stats_at: Instant::now(),
+            may_be_due: false,
+            may_be_undecodable: false,
         }
     }
 }
@@ -147,8 +155,16 @@ pub(super) struct Driver {
     handlers: JoinSet<()>,
     msg_tx: mpsc::UnboundedSender<Msg>,
     msg_rx: mpsc::UnboundedReceiver<Msg>,
-    /// Picked messages whose handler has not returned yet (the concurrency in use).
+    /// Picked messages whose handler has not returned yet: those whose handler runs (at
+    /// most the concurrency, by the subscription's permits) and those started ahead.
     running: usize,
+    /// How many deliveries may be started ahead of a free handler permit: one
+    /// concurrency's worth, so the next start is on its way (and carries twice as many
+    /// deliveries) while the handlers of the last one run, instead of a start's round trip
+    /// between one handler call and the next. None with a circuit breaker: a delivery
+    /// started ahead would be handled after the breaker opened (or have its attempt
+    /// counted twice if given back).
+    ahead: usize,
     /// Handled entries waiting for the next ack flush: one flush runs at a time, and the
     /// acks that come in meanwhile go together in the next (one script call for many).
     acks: Vec<PendingAck>,
@@ -166,6 +182,11 @@ pub(super) struct Driver {
 impl Driver {
     pub(super) fn new(ctx: Arc<Ctx>) -> Self {
         let bypass = ctx.shared.options.priority_bypass;
+        let ahead = if ctx.counters.breaker.is_some() {
+            0
+        } else {
+            ctx.spec.concurrency_limit()
+        };
         let (msg_tx, msg_rx) = mpsc::unbounded_channel();
         Driver {
             ctx,
@@ -175,6 +196,7 @@ impl Driver {
             msg_tx,
             msg_rx,
             running: 0,
+            ahead,
             acks: Vec::new(),
             flushing: false,
             starting: false,
@@ -441,6 +463,7 @@ impl Driver {
             }
             part.more = entries.len() >= room;
             for entry in entries {
+                part.may_be_undecodable |= matches!(entry.body, Body::Undecodable(_));
                 if let Some(id) = entry_id(&entry.id) {
                     part.window.insert(
                         id,
@@ -500,6 +523,8 @@ impl Driver {
                 }
                 _ => SlotState::Ready,
             };
+            part.may_be_due |= matches!(state, SlotState::Due(_));
+            part.may_be_undecodable |= matches!(entry.body, Body::Undecodable(_));
             // A sweep meets the window's own entries again: they stay as they are.
             if let Some(id) = entry_id(&entry.id) {
                 part.window.entry(id).or_insert(Slot {
@@ -519,16 +544,27 @@ impl Driver {
     }
 
     /// The earliest retry due in an owned window.
-    fn next_due(&self) -> Option<Instant> {
-        self.owned
-            .values()
-            .filter(|p| !p.releasing)
-            .flat_map(|p| p.window.values())
-            .filter_map(|s| match s.state {
-                SlotState::Due(t) => Some(t),
-                _ => None,
-            })
-            .min()
+    fn next_due(&mut self) -> Option<Instant> {
+        let mut first: Option<Instant> = None;
+        for part in self.owned.values_mut() {
+            if part.releasing || !part.may_be_due {
+                continue;
+            }
+            let due = part
+                .window
+                .values()
+                .filter_map(|s| match s.state {
+                    SlotState::Due(t) => Some(t),
+                    _ => None,
+                })
+                .min();
+            part.may_be_due = due.is_some();
+            first = match (first, due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        first
     }
 
     /// Starts jobs: undecodable entries go to the dead letter at once; then ready messages
@@ -539,17 +575,27 @@ impl Driver {
         let now = Instant::now();
         let mut undecodable = Vec::new();
         for (p, part) in &mut self.owned {
-            if part.releasing {
+            if part.releasing || !part.may_be_undecodable {
                 continue;
             }
+            part.may_be_undecodable = false;
             for (id, slot) in &mut part.window {
-                if slot.state == SlotState::Ready {
-                    if let Body::Undecodable(why) = &slot.entry.body {
-                        slot.state = SlotState::Busy;
-                        part.in_flight += 1;
-                        undecodable.push((*p, *id, slot.entry.id.clone(), why.clone()));
+                let Body::Undecodable(why) = &slot.entry.body else {
+                    continue;
+                };
+                match slot.state {
+                    SlotState::Ready => {}
+                    // A dead letter that failed to write is tried again when due.
+                    SlotState::Due(t) if t <= now => {}
+                    SlotState::Due(_) => {
+                        part.may_be_undecodable = true;
+                        continue;
                     }
+                    SlotState::Busy => continue,
                 }
+                slot.state = SlotState::Busy;
+                part.in_flight += 1;
+                undecodable.push((*p, *id, slot.entry.id.clone(), why.clone()));
             }
         }
         for (p, id, entry, why) in undecodable {
@@ -563,7 +609,11 @@ impl Driver {
                 }
             });
         }
-        let free = ctx.spec.concurrency_limit().saturating_sub(self.running);
+        let free = ctx
+            .spec
+            .concurrency_limit()
+            .saturating_add(self.ahead)
+            .saturating_sub(self.running);
         if free == 0 || self.starting {
             return None;
         }
@@ -661,9 +711,23 @@ impl Driver {
                     }
                 }
                 let _ = tx.send(Msg::Started(ended));
-                let mut calls: FuturesUnordered<_> = started.into_iter().map(|s| c.handle(s)).collect();
+                let mut calls: FuturesUnordered<_> = started
+                    .into_iter()
+                    .map(|s| {
+                        let c = &c;
+                        async move {
+                            // The semaphore is never closed: an error cannot happen.
+                            let _permit = c.permits.acquire().await.ok();
+                            c.handle(s).await
+                        }
+                    })
+                    .collect();
                 while let Some(h) = calls.next().await {
-                    let _ = tx.send(Msg::Handled(h));
+                    let mut done = vec![h];
+                    while let Some(Some(h)) = calls.next().now_or_never() {
+                        done.push(h);
+                    }
+                    let _ = tx.send(Msg::Handled(done));
                 }
             });
         }
@@ -771,8 +835,10 @@ impl Driver {
                 }
                 more
             }
-            Msg::Handled(h) => {
-                self.handled(h);
+            Msg::Handled(all) => {
+                for h in all {
+                    self.handled(h);
+                }
                 false
             }
         }
@@ -797,11 +863,14 @@ impl Driver {
             Outcome::Retry(at) => {
                 if let Some(s) = part.window.get_mut(&id) {
                     s.state = SlotState::Due(at);
+                    part.may_be_due = true;
                 }
             }
             Outcome::Failed => {
                 if let Some(s) = part.window.get_mut(&id) {
                     s.state = SlotState::Due(Instant::now() + block);
+                    part.may_be_due = true;
+                    part.may_be_undecodable |= matches!(s.entry.body, Body::Undecodable(_));
                 }
             }
             Outcome::Lost => {}
