@@ -18,7 +18,10 @@
 //!   unsettled one of each key) the [`PriorityScheduler`] picks; a key's next message waits
 //!   while an earlier one is unsettled (retries included).
 //! - Starting: the picks of a dispatch round start in one script call (attempt counted,
-//!   lease checked and extended) by a delivery task, which then runs their handlers.
+//!   lease checked and extended) by a delivery task, which then runs their handlers, each
+//!   once it holds one of the concurrency's permits. Starts run up to one concurrency's
+//!   worth ahead of free permits (none with a circuit breaker), so the next start's round
+//!   trip overlaps the handlers of the last one.
 //! - Settling: acks wait for the one ack flush in flight and go together in one script
 //!   call; retries, dead letters (with their ack) and drops get one script each. Every
 //!   script checks the lease, and those that change the group's counts answer the

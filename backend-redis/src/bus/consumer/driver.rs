@@ -66,8 +66,9 @@ struct PartRead {
 
 /// What a delivery task tells the driver.
 enum Msg {
-    /// The start script answered: the picks that ended without a handler call.
-    Started(Vec<JobDone>),
+    /// The start script answered: the picks that ended without a handler call, and the
+    /// ends of the acks it carried (`None`: it carried no ack flush).
+    Started(Vec<JobDone>, Option<Vec<JobDone>>),
     /// Handlers returned (all those that had when the delivery task looked: one message,
     /// and one wake-up of the driver, for a batch of quick handlers).
     Handled(Vec<Handled>),
@@ -699,18 +700,22 @@ impl Driver {
         if !picks.is_empty() {
             self.running += picks.len();
             self.starting = true;
+            // The acks waiting go with the start: one script call instead of two.
+            let (acks, stats) = self.take_acks();
+            let flush = !acks.is_empty();
             let (c, tx) = (ctx.clone(), self.msg_tx.clone());
             // The driver holds the receiver as long as it runs: sends cannot fail before.
             self.handlers.spawn(async move {
                 let mut started = Vec::new();
                 let mut ended = Vec::new();
-                for event in c.start(picks).await {
+                let (events, acked) = c.start(picks, acks, &stats).await;
+                for event in events {
                     match event {
                         Event::Start(s) => started.push(s),
                         Event::Done(d) => ended.push(d),
                     }
                 }
-                let _ = tx.send(Msg::Started(ended));
+                let _ = tx.send(Msg::Started(ended, flush.then_some(acked)));
                 let mut calls: FuturesUnordered<_> = started
                     .into_iter()
                     .map(|s| {
@@ -755,10 +760,30 @@ impl Driver {
         }
     }
 
-    /// Starts an ack flush unless one runs or nothing waits.
+    /// Starts an ack flush unless one runs or nothing waits. While a start runs, the acks
+    /// wait for the next one, which takes them along (or for its end, when it picks nothing).
     fn flush_acks(&mut self) {
-        if self.flushing || self.acks.is_empty() {
+        if self.starting {
             return;
+        }
+        let (acks, stats) = self.take_acks();
+        if acks.is_empty() {
+            return;
+        }
+        let c = self.ctx.clone();
+        self.jobs.spawn(async move {
+            JobResult {
+                kind: Kind::Flush,
+                events: c.ack(acks, &stats).await,
+            }
+        });
+    }
+
+    /// The acks waiting, for a flush, unless one runs; and the partitions whose stats it
+    /// asks for.
+    fn take_acks(&mut self) -> (Vec<PendingAck>, Vec<u32>) {
+        if self.flushing || self.acks.is_empty() {
+            return (Vec::new(), Vec::new());
         }
         self.flushing = true;
         let acks = std::mem::take(&mut self.acks);
@@ -773,13 +798,7 @@ impl Driver {
                 stats.push(*p);
             }
         }
-        let c = self.ctx.clone();
-        self.jobs.spawn(async move {
-            JobResult {
-                kind: Kind::Flush,
-                events: c.ack(acks, &stats).await,
-            }
-        });
+        (acks, stats)
     }
 
     /// A handler returned: an Ok waits for the next ack flush, anything else is settled
@@ -825,13 +844,19 @@ impl Driver {
     /// Applies a delivery task's message. True when a read may find more.
     fn message(&mut self, msg: Msg) -> bool {
         match msg {
-            Msg::Started(ended) => {
+            Msg::Started(ended, acked) => {
                 self.starting = false;
                 let mut more = false;
                 for d in ended {
                     // Ended without a handler call: its slot is free again.
                     self.running = self.running.saturating_sub(1);
                     more |= self.finish(d);
+                }
+                if let Some(acked) = acked {
+                    self.flushing = false;
+                    for d in acked {
+                        more |= self.finish(d);
+                    }
                 }
                 more
             }
