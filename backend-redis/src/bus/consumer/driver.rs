@@ -213,15 +213,18 @@ impl Driver {
         let mut next_maint = Instant::now();
         let mut next_poll = Instant::now();
         let mut read_now = true;
+        // `notify_waiters` wakes only the waiters registered when it runs: these stay
+        // registered from one iteration to the next (the next one is registered before the
+        // last one is looked at), so a publish while the loop works, or while `select!`
+        // takes another ready branch, is not lost (it was: a read then waited for the poll).
+        let mut published = Box::pin(ctx.shared.published.notified());
+        let mut rebalance = Box::pin(ctx.shared.rebalance.notified());
+        published.as_mut().enable();
+        rebalance.as_mut().enable();
         loop {
             if *stop.borrow() || ctx.shared.check_open().is_err() {
                 break;
             }
-            let published = ctx.shared.published.notified();
-            let rebalance = ctx.shared.rebalance.notified();
-            tokio::pin!(published, rebalance);
-            published.as_mut().enable();
-            rebalance.as_mut().enable();
 
             let lost: Vec<u32> = std::mem::take(&mut *lock(&ctx.counters.lost));
             for p in lost {
@@ -270,11 +273,24 @@ impl Driver {
                     }
                 }
                 Some(_) = self.handlers.join_next(), if !self.handlers.is_empty() => {}
-                () = &mut published => read_now = true,
-                () = &mut rebalance => next_maint = Instant::now(),
+                () = published.as_mut() => read_now = true,
+                () = rebalance.as_mut() => next_maint = Instant::now(),
                 () = ctx.wake.notified() => {}
                 () = tokio::time::sleep_until(until) => {}
                 _ = stop.changed() => {}
+            }
+            let mut next = Box::pin(ctx.shared.published.notified());
+            next.as_mut().enable();
+            let last = std::mem::replace(&mut published, next);
+            // Notified (by the branch above or meanwhile) or not: a completed one answers
+            // ready again, so this never blocks.
+            if last.now_or_never().is_some() {
+                read_now = true;
+            }
+            let mut next = Box::pin(ctx.shared.rebalance.notified());
+            next.as_mut().enable();
+            if std::mem::replace(&mut rebalance, next).now_or_never().is_some() {
+                next_maint = Instant::now();
             }
         }
         self.shutdown().await
