@@ -226,13 +226,28 @@ fn legacy(fields: &[(Vec<u8>, Vec<u8>)]) -> std::result::Result<Message, String>
     })
 }
 
+/// True for the field list of a packed entry: `[m, <packed bytes>]`.
+fn is_packed(fields: &[Value]) -> bool {
+    matches!(fields, [Value::BulkString(name), Value::BulkString(_)] if name == PACKED.as_bytes())
+}
+
 /// Decodes a stream entry `[id, [field, value, …]]`. A malformed field list is an
 /// undecodable entry, not an error; a reply of another shape is.
 pub(super) fn entry(v: Value) -> Result<Entry> {
     let mut items = reply::array(v)?.into_iter();
     let id = reply::string(items.next().ok_or_else(|| unexpected("an entry without id"))?)?;
-    let fields = pairs(items.next().unwrap_or(Value::Nil))?;
-    let body = match message(fields) {
+    let fields = items.next().unwrap_or(Value::Nil);
+    // A packed entry (every entry this bus writes) is unpacked straight from the reply,
+    // without the field list in between.
+    let decoded = match fields {
+        Value::Array(mut f) if is_packed(&f) => match f.pop() {
+            Some(Value::BulkString(packed)) => unpack(packed),
+            // is_packed saw a string there.
+            _ => Err("the packed message is missing".to_owned()),
+        },
+        other => message(pairs(other)?),
+    };
+    let body = match decoded {
         Ok(m) => Body::Message(m),
         Err(why) => Body::Undecodable(why),
     };

@@ -18,7 +18,10 @@
 //!   unsettled one of each key) the [`PriorityScheduler`] picks; a key's next message waits
 //!   while an earlier one is unsettled (retries included).
 //! - Starting: the picks of a dispatch round start in one script call (attempt counted,
-//!   lease checked and extended) by a delivery task, which then runs their handlers.
+//!   lease checked and extended) by a delivery task, which then runs their handlers, each
+//!   once it holds one of the concurrency's permits. Starts run up to one concurrency's
+//!   worth ahead of free permits (none with a circuit breaker), so the next start's round
+//!   trip overlaps the handlers of the last one.
 //! - Settling: acks wait for the one ack flush in flight and go together in one script
 //!   call; retries, dead letters (with their ack) and drops get one script each. Every
 //!   script checks the lease, and those that change the group's counts answer the
@@ -43,7 +46,7 @@ use cqrs_core::{
 };
 use redis::Value;
 use tokio::{
-    sync::{watch, Notify},
+    sync::{watch, Notify, Semaphore},
     task::JoinHandle,
     time::Instant,
 };
@@ -139,6 +142,9 @@ struct Ctx {
     members: String,
     /// The heartbeat found a lost lease.
     wake: Notify,
+    /// One per handler call that may run at once (the spec's concurrency): deliveries are
+    /// started ahead of free permits, and wait for one before their handler is called.
+    permits: Semaphore,
 }
 
 impl Ctx {
@@ -254,6 +260,8 @@ pub(super) async fn start(
     runtime: &tokio::runtime::Handle,
 ) -> Result<Box<dyn Subscription>> {
     let k = shared.options.partitions;
+    // Semaphore::new panics above MAX_PERMITS; no concurrency that large can be used anyway.
+    let spec_concurrency = spec.concurrency_limit().min(Semaphore::MAX_PERMITS);
     let parts = (0..k).map(|p| shared.keys.part(spec.topic(), p)).collect();
     let members = shared.keys.members(spec.topic(), spec.group());
     let ctx = Arc::new(Ctx {
@@ -272,6 +280,7 @@ pub(super) async fn start(
         parts,
         members,
         wake: Notify::new(),
+        permits: Semaphore::new(spec_concurrency),
     });
     if ctx.member("join").await?.is_none() {
         return Err(Error::AlreadyExists {

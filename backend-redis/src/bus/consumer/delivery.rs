@@ -81,10 +81,17 @@ impl Ctx {
         }
     }
 
-    /// Starts the deliveries of `picks` with `deliver.lua`: one call for all on a single
-    /// node, one per partition (concurrently) on a cluster. A pick whose start fails, or
-    /// that turns out gone or parked, is done without a handler call.
-    pub(super) async fn start(self: &Arc<Self>, picks: Vec<Pick>) -> Vec<Event> {
+    /// Acknowledges the handled entries `acks` and starts the deliveries of `picks` with
+    /// `deliver.lua`: one call for all on a single node, one per partition (concurrently) on
+    /// a cluster; the partitions in `stats` answer their stats after their acks. A pick
+    /// whose start fails, or that turns out gone or parked, is done without a handler call.
+    /// Returns the picks' events and the acks' ends.
+    pub(super) async fn start(
+        self: &Arc<Self>,
+        picks: Vec<Pick>,
+        acks: Vec<PendingAck>,
+        stats: &[u32],
+    ) -> (Vec<Event>, Vec<JobDone>) {
         // Per partition the fresh picks first: the script's order (and its answer's).
         let mut by_part: BTreeMap<u32, Vec<Pick>> = BTreeMap::new();
         for pick in picks {
@@ -92,6 +99,11 @@ impl Ctx {
         }
         for picks in by_part.values_mut() {
             picks.sort_by_key(|pick| !pick.fresh);
+        }
+        let mut acks_by_part: BTreeMap<u32, Vec<(EntryId, String)>> = BTreeMap::new();
+        for (p, id, entry) in acks {
+            by_part.entry(p).or_default();
+            acks_by_part.entry(p).or_default().push((id, entry));
         }
         let parts: Vec<u32> = by_part.keys().copied().collect();
         let mut calls = Vec::new();
@@ -104,14 +116,19 @@ impl Ctx {
                             inv.key(k);
                         }
                     }
-                    Err(_) => return Vec::new(),
+                    Err(_) => return (Vec::new(), Vec::new()),
                 }
             }
             inv.arg(self.group()).arg(&self.token).arg(self.ack_ms());
             for p in &batch {
+                let acks = acks_by_part.get(p).map_or(&[][..], Vec::as_slice);
+                inv.arg(acks.len()).arg(if stats.contains(p) { "1" } else { "0" });
                 let picks = by_part.get(p).map_or(&[][..], Vec::as_slice);
                 let (fresh, others) = picks.split_at(picks.iter().filter(|pick| pick.fresh).count());
                 inv.arg(fresh.len()).arg(others.len());
+                for (_, entry) in acks {
+                    inv.arg(entry);
+                }
                 for pick in fresh {
                     inv.arg(&pick.entry);
                 }
@@ -127,6 +144,7 @@ impl Ctx {
         let answers =
             futures::future::join_all(calls.iter().map(|(_, inv)| self.shared.conn.script(inv))).await;
         let mut out = Vec::new();
+        let mut acked = Vec::new();
         for ((batch, _), answer) in calls.into_iter().zip(answers) {
             let answer = answer.and_then(reply::array);
             let mut answers = match answer {
@@ -138,7 +156,25 @@ impl Ctx {
             };
             for p in batch {
                 let picks = by_part.remove(&p).unwrap_or_default();
+                let acks = acks_by_part.remove(&p).unwrap_or_default();
                 let part = answers.next().map(|v| self.started_part(p, v));
+                let ack_outcome = match &part {
+                    Some(Ok(Some(_))) => {
+                        self.counters
+                            .handled
+                            .fetch_add(acks.len() as u64, Ordering::SeqCst);
+                        Outcome::Done
+                    }
+                    Some(Ok(None)) => Outcome::Lost,
+                    _ => Outcome::Failed,
+                };
+                for (id, _) in acks {
+                    acked.push(JobDone {
+                        p,
+                        id,
+                        outcome: ack_outcome,
+                    });
+                }
                 match part {
                     Some(Ok(Some(results))) => {
                         // Results for every pick, or for the others only (the fresh ones
@@ -180,7 +216,7 @@ impl Ctx {
                 }
             }
         }
-        out
+        (out, acked)
     }
 
     /// One partition's answer of `deliver.lua`: its results, or `None` when the lease is lost.

@@ -9,7 +9,7 @@ use cqrs_core::{
     bus::{DeadLetterReason, IntSet, Priority, PriorityScheduler},
     Result,
 };
-use futures::{stream::FuturesUnordered, StreamExt};
+use futures::{stream::FuturesUnordered, FutureExt, StreamExt};
 use redis::Value;
 use tokio::{
     sync::{mpsc, watch},
@@ -66,10 +66,12 @@ struct PartRead {
 
 /// What a delivery task tells the driver.
 enum Msg {
-    /// The start script answered: the picks that ended without a handler call.
-    Started(Vec<JobDone>),
-    /// A handler returned.
-    Handled(Handled),
+    /// The start script answered: the picks that ended without a handler call, and the
+    /// ends of the acks it carried (`None`: it carried no ack flush).
+    Started(Vec<JobDone>, Option<Vec<JobDone>>),
+    /// Handlers returned (all those that had when the delivery task looked: one message,
+    /// and one wake-up of the driver, for a batch of quick handlers).
+    Handled(Vec<Handled>),
 }
 
 /// Which work a job did.
@@ -120,6 +122,11 @@ struct Part {
     more: bool,
     /// When an ack flush last asked for the partition's stats.
     stats_at: Instant,
+    /// The window may hold a slot waiting for a retry (false: it holds none), so the
+    /// driver's loop looks through this window only, and only while there may be one.
+    may_be_due: bool,
+    /// The window may hold an undecodable entry not yet sent to the dead letter.
+    may_be_undecodable: bool,
 }
 
 impl Part {
@@ -132,6 +139,8 @@ impl Part {
             releasing: false,
             more: false,
             stats_at: Instant::now(),
+            may_be_due: false,
+            may_be_undecodable: false,
         }
     }
 }
@@ -147,8 +156,16 @@ pub(super) struct Driver {
     handlers: JoinSet<()>,
     msg_tx: mpsc::UnboundedSender<Msg>,
     msg_rx: mpsc::UnboundedReceiver<Msg>,
-    /// Picked messages whose handler has not returned yet (the concurrency in use).
+    /// Picked messages whose handler has not returned yet: those whose handler runs (at
+    /// most the concurrency, by the subscription's permits) and those started ahead.
     running: usize,
+    /// How many deliveries may be started ahead of a free handler permit: one
+    /// concurrency's worth, so the next start is on its way (and carries twice as many
+    /// deliveries) while the handlers of the last one run, instead of a start's round trip
+    /// between one handler call and the next. None with a circuit breaker: a delivery
+    /// started ahead would be handled after the breaker opened (or have its attempt
+    /// counted twice if given back).
+    ahead: usize,
     /// Handled entries waiting for the next ack flush: one flush runs at a time, and the
     /// acks that come in meanwhile go together in the next (one script call for many).
     acks: Vec<PendingAck>,
@@ -166,6 +183,11 @@ pub(super) struct Driver {
 impl Driver {
     pub(super) fn new(ctx: Arc<Ctx>) -> Self {
         let bypass = ctx.shared.options.priority_bypass;
+        let ahead = if ctx.counters.breaker.is_some() {
+            0
+        } else {
+            ctx.spec.concurrency_limit()
+        };
         let (msg_tx, msg_rx) = mpsc::unbounded_channel();
         Driver {
             ctx,
@@ -175,6 +197,7 @@ impl Driver {
             msg_tx,
             msg_rx,
             running: 0,
+            ahead,
             acks: Vec::new(),
             flushing: false,
             starting: false,
@@ -190,15 +213,18 @@ impl Driver {
         let mut next_maint = Instant::now();
         let mut next_poll = Instant::now();
         let mut read_now = true;
+        // `notify_waiters` wakes only the waiters registered when it runs: these stay
+        // registered from one iteration to the next (the next one is registered before the
+        // last one is looked at), so a publish while the loop works, or while `select!`
+        // takes another ready branch, is not lost (it was: a read then waited for the poll).
+        let mut published = Box::pin(ctx.shared.published.notified());
+        let mut rebalance = Box::pin(ctx.shared.rebalance.notified());
+        published.as_mut().enable();
+        rebalance.as_mut().enable();
         loop {
             if *stop.borrow() || ctx.shared.check_open().is_err() {
                 break;
             }
-            let published = ctx.shared.published.notified();
-            let rebalance = ctx.shared.rebalance.notified();
-            tokio::pin!(published, rebalance);
-            published.as_mut().enable();
-            rebalance.as_mut().enable();
 
             let lost: Vec<u32> = std::mem::take(&mut *lock(&ctx.counters.lost));
             for p in lost {
@@ -247,11 +273,24 @@ impl Driver {
                     }
                 }
                 Some(_) = self.handlers.join_next(), if !self.handlers.is_empty() => {}
-                () = &mut published => read_now = true,
-                () = &mut rebalance => next_maint = Instant::now(),
+                () = published.as_mut() => read_now = true,
+                () = rebalance.as_mut() => next_maint = Instant::now(),
                 () = ctx.wake.notified() => {}
                 () = tokio::time::sleep_until(until) => {}
                 _ = stop.changed() => {}
+            }
+            let mut next = Box::pin(ctx.shared.published.notified());
+            next.as_mut().enable();
+            let last = std::mem::replace(&mut published, next);
+            // Notified (by the branch above or meanwhile) or not: a completed one answers
+            // ready again, so this never blocks.
+            if last.now_or_never().is_some() {
+                read_now = true;
+            }
+            let mut next = Box::pin(ctx.shared.rebalance.notified());
+            next.as_mut().enable();
+            if std::mem::replace(&mut rebalance, next).now_or_never().is_some() {
+                next_maint = Instant::now();
             }
         }
         self.shutdown().await
@@ -441,6 +480,7 @@ impl Driver {
             }
             part.more = entries.len() >= room;
             for entry in entries {
+                part.may_be_undecodable |= matches!(entry.body, Body::Undecodable(_));
                 if let Some(id) = entry_id(&entry.id) {
                     part.window.insert(
                         id,
@@ -500,6 +540,8 @@ impl Driver {
                 }
                 _ => SlotState::Ready,
             };
+            part.may_be_due |= matches!(state, SlotState::Due(_));
+            part.may_be_undecodable |= matches!(entry.body, Body::Undecodable(_));
             // A sweep meets the window's own entries again: they stay as they are.
             if let Some(id) = entry_id(&entry.id) {
                 part.window.entry(id).or_insert(Slot {
@@ -519,16 +561,27 @@ impl Driver {
     }
 
     /// The earliest retry due in an owned window.
-    fn next_due(&self) -> Option<Instant> {
-        self.owned
-            .values()
-            .filter(|p| !p.releasing)
-            .flat_map(|p| p.window.values())
-            .filter_map(|s| match s.state {
-                SlotState::Due(t) => Some(t),
-                _ => None,
-            })
-            .min()
+    fn next_due(&mut self) -> Option<Instant> {
+        let mut first: Option<Instant> = None;
+        for part in self.owned.values_mut() {
+            if part.releasing || !part.may_be_due {
+                continue;
+            }
+            let due = part
+                .window
+                .values()
+                .filter_map(|s| match s.state {
+                    SlotState::Due(t) => Some(t),
+                    _ => None,
+                })
+                .min();
+            part.may_be_due = due.is_some();
+            first = match (first, due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        first
     }
 
     /// Starts jobs: undecodable entries go to the dead letter at once; then ready messages
@@ -539,17 +592,27 @@ impl Driver {
         let now = Instant::now();
         let mut undecodable = Vec::new();
         for (p, part) in &mut self.owned {
-            if part.releasing {
+            if part.releasing || !part.may_be_undecodable {
                 continue;
             }
+            part.may_be_undecodable = false;
             for (id, slot) in &mut part.window {
-                if slot.state == SlotState::Ready {
-                    if let Body::Undecodable(why) = &slot.entry.body {
-                        slot.state = SlotState::Busy;
-                        part.in_flight += 1;
-                        undecodable.push((*p, *id, slot.entry.id.clone(), why.clone()));
+                let Body::Undecodable(why) = &slot.entry.body else {
+                    continue;
+                };
+                match slot.state {
+                    SlotState::Ready => {}
+                    // A dead letter that failed to write is tried again when due.
+                    SlotState::Due(t) if t <= now => {}
+                    SlotState::Due(_) => {
+                        part.may_be_undecodable = true;
+                        continue;
                     }
+                    SlotState::Busy => continue,
                 }
+                slot.state = SlotState::Busy;
+                part.in_flight += 1;
+                undecodable.push((*p, *id, slot.entry.id.clone(), why.clone()));
             }
         }
         for (p, id, entry, why) in undecodable {
@@ -563,7 +626,11 @@ impl Driver {
                 }
             });
         }
-        let free = ctx.spec.concurrency_limit().saturating_sub(self.running);
+        let free = ctx
+            .spec
+            .concurrency_limit()
+            .saturating_add(self.ahead)
+            .saturating_sub(self.running);
         if free == 0 || self.starting {
             return None;
         }
@@ -649,21 +716,39 @@ impl Driver {
         if !picks.is_empty() {
             self.running += picks.len();
             self.starting = true;
+            // The acks waiting go with the start: one script call instead of two.
+            let (acks, stats) = self.take_acks();
+            let flush = !acks.is_empty();
             let (c, tx) = (ctx.clone(), self.msg_tx.clone());
             // The driver holds the receiver as long as it runs: sends cannot fail before.
             self.handlers.spawn(async move {
                 let mut started = Vec::new();
                 let mut ended = Vec::new();
-                for event in c.start(picks).await {
+                let (events, acked) = c.start(picks, acks, &stats).await;
+                for event in events {
                     match event {
                         Event::Start(s) => started.push(s),
                         Event::Done(d) => ended.push(d),
                     }
                 }
-                let _ = tx.send(Msg::Started(ended));
-                let mut calls: FuturesUnordered<_> = started.into_iter().map(|s| c.handle(s)).collect();
+                let _ = tx.send(Msg::Started(ended, flush.then_some(acked)));
+                let mut calls: FuturesUnordered<_> = started
+                    .into_iter()
+                    .map(|s| {
+                        let c = &c;
+                        async move {
+                            // The semaphore is never closed: an error cannot happen.
+                            let _permit = c.permits.acquire().await.ok();
+                            c.handle(s).await
+                        }
+                    })
+                    .collect();
                 while let Some(h) = calls.next().await {
-                    let _ = tx.send(Msg::Handled(h));
+                    let mut done = vec![h];
+                    while let Some(Some(h)) = calls.next().now_or_never() {
+                        done.push(h);
+                    }
+                    let _ = tx.send(Msg::Handled(done));
                 }
             });
         }
@@ -691,10 +776,30 @@ impl Driver {
         }
     }
 
-    /// Starts an ack flush unless one runs or nothing waits.
+    /// Starts an ack flush unless one runs or nothing waits. While a start runs, the acks
+    /// wait for the next one, which takes them along (or for its end, when it picks nothing).
     fn flush_acks(&mut self) {
-        if self.flushing || self.acks.is_empty() {
+        if self.starting {
             return;
+        }
+        let (acks, stats) = self.take_acks();
+        if acks.is_empty() {
+            return;
+        }
+        let c = self.ctx.clone();
+        self.jobs.spawn(async move {
+            JobResult {
+                kind: Kind::Flush,
+                events: c.ack(acks, &stats).await,
+            }
+        });
+    }
+
+    /// The acks waiting, for a flush, unless one runs; and the partitions whose stats it
+    /// asks for.
+    fn take_acks(&mut self) -> (Vec<PendingAck>, Vec<u32>) {
+        if self.flushing || self.acks.is_empty() {
+            return (Vec::new(), Vec::new());
         }
         self.flushing = true;
         let acks = std::mem::take(&mut self.acks);
@@ -709,13 +814,7 @@ impl Driver {
                 stats.push(*p);
             }
         }
-        let c = self.ctx.clone();
-        self.jobs.spawn(async move {
-            JobResult {
-                kind: Kind::Flush,
-                events: c.ack(acks, &stats).await,
-            }
-        });
+        (acks, stats)
     }
 
     /// A handler returned: an Ok waits for the next ack flush, anything else is settled
@@ -761,7 +860,7 @@ impl Driver {
     /// Applies a delivery task's message. True when a read may find more.
     fn message(&mut self, msg: Msg) -> bool {
         match msg {
-            Msg::Started(ended) => {
+            Msg::Started(ended, acked) => {
                 self.starting = false;
                 let mut more = false;
                 for d in ended {
@@ -769,10 +868,18 @@ impl Driver {
                     self.running = self.running.saturating_sub(1);
                     more |= self.finish(d);
                 }
+                if let Some(acked) = acked {
+                    self.flushing = false;
+                    for d in acked {
+                        more |= self.finish(d);
+                    }
+                }
                 more
             }
-            Msg::Handled(h) => {
-                self.handled(h);
+            Msg::Handled(all) => {
+                for h in all {
+                    self.handled(h);
+                }
                 false
             }
         }
@@ -797,11 +904,14 @@ impl Driver {
             Outcome::Retry(at) => {
                 if let Some(s) = part.window.get_mut(&id) {
                     s.state = SlotState::Due(at);
+                    part.may_be_due = true;
                 }
             }
             Outcome::Failed => {
                 if let Some(s) = part.window.get_mut(&id) {
                     s.state = SlotState::Due(Instant::now() + block);
+                    part.may_be_due = true;
+                    part.may_be_undecodable |= matches!(s.entry.body, Body::Undecodable(_));
                 }
             }
             Outcome::Lost => {}

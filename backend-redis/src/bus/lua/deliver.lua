@@ -1,28 +1,43 @@
--- Starts deliveries, many in one call: per partition, checks the lease (and restarts its ack
--- timeout), then per entry dead-letters it as parked when an earlier message of its key is in
--- the dead letter (acking and skipping it instead if it was deleted), else counts the attempt
--- (our own record: count and first attempt's time) and takes it off the retry schedule.
+-- Acknowledges handled entries and starts deliveries, many of each in one call: per
+-- partition, checks the lease; acknowledges the handled entries as ack.lua does (XACK, their
+-- attempt records and retry schedules forgotten); restarts the lease's ack timeout; then per
+-- entry to start dead-letters it as parked when an earlier message of its key is in the dead
+-- letter (acking and skipping it instead if it was deleted), else counts the attempt (our own
+-- record: count and first attempt's time) and takes it off the retry schedule.
 -- KEYS: per partition stream, lease, attempts, retry, parked, dead; ARGV: group, token,
--- ttl (ms), then per partition: f, n, f fresh entry ids, their f message keys, then n pairs
--- (entry id, message key) of the others. Fresh entries were read new (XREADGROUP '>') by
--- this owner and never started: they have no attempt record and no retry scheduled, so
--- their start is one field written, without reading anything.
--- Returns per partition {'lost'} or {'ok', results, stats (empty when nothing was acked)},
--- results holding three items per entry, flat: 'gone', 0, 0 / 'parked', behind, 0 / 'ok',
--- attempt, ms since the first attempt; for the others only (the fresh ones all started as
--- attempt 1) unless the partition has parked keys, then for the fresh ones and the others,
--- in that order.
+-- ttl (ms), then per partition: a, '1' for stats or '0', f, n, a entry ids to acknowledge,
+-- f fresh entry ids, their f message keys, then n pairs (entry id, message key) of the
+-- others. Fresh entries were read new (XREADGROUP '>') by this owner and never started: they
+-- have no attempt record and no retry scheduled, so their start is one field written,
+-- without reading anything.
+-- Returns per partition {'lost'} or {'ok', results, stats (empty when nothing was acked
+-- here and none were asked for)}, results holding three items per entry, flat: 'gone', 0, 0
+-- / 'parked', behind, 0 / 'ok', attempt, ms since the first attempt; for the others only
+-- (the fresh ones all started as attempt 1) unless the partition has parked keys, then for
+-- the fresh ones and the others, in that order.
 local group, token, ttl = ARGV[1], ARGV[2], ARGV[3]
 local out, a = {}, 4
 local now = nil
 for i = 1, #KEYS, 6 do
   local k = {KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3], KEYS[i + 4], KEYS[i + 5]}
-  local f, n = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-  a = a + 2
+  local na, want = tonumber(ARGV[a]), ARGV[a + 1] == '1'
+  local f, n = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  a = a + 4
   if redis.call('GET', k[2]) ~= token then
     out[#out + 1] = {'lost'}
-    a = a + 2 * f + 2 * n
+    a = a + na + 2 * f + 2 * n
   else
+    -- The ids go from ARGV to the commands by unpack, never through a Lua loop.
+    if na > 0 then
+      local retry = redis.call('EXISTS', k[4]) == 1
+      for c = a, a + na - 1, 1000 do
+        local e = math.min(c + 999, a + na - 1)
+        redis.call('XACK', k[1], group, unpack(ARGV, c, e))
+        redis.call('HDEL', k[3], unpack(ARGV, c, e))
+        if retry then redis.call('ZREM', k[4], unpack(ARGV, c, e)) end
+      end
+      a = a + na
+    end
     redis.call('PEXPIRE', k[2], ttl)
     now = now or now_ms()
     -- Most partitions have no parked key: then the fresh entries take the fast path.
@@ -96,9 +111,15 @@ for i = 1, #KEYS, 6 do
       if retry then each_chunk(started, function(...) redis.call('ZREM', k[4], ...) end) end
     end
     -- Starting changes neither the entries added nor the unacknowledged ones: stats only
-    -- when an entry was acked here.
+    -- when an entry was acked here and the consumer asked for them, or one was dead-lettered
+    -- or dropped here.
     local st = {}
-    if changed then st = stats(k[1], group, k[3], true) end
+    if changed or (want and na > 0) then
+      st = stats(k[1], group, k[3], true)
+    elseif na > 0 then
+      -- The version still moves: a stats answer computed before this ack is older.
+      redis.call('HINCRBY', k[3], '#v', 1)
+    end
     out[#out + 1] = {'ok', res, st}
   end
 end
