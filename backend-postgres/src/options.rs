@@ -13,8 +13,7 @@ use crate::schema::SchemaName;
 /// `application_name`, …): `schema` (default `cqrs`), `pool_max_size` (default 10),
 /// `connect_timeout` (seconds, default 10), `statement_timeout` (milliseconds, default
 /// 30000; 0 disables) and `idle_in_transaction_session_timeout` (milliseconds, default 60000;
-/// 0 disables) and `plan_cache_mode` (`force_generic_plan`, the default, or `auto`; see
-/// [`PgStoreOptions::generic_plans`]) for this pool's sessions. TLS follows `sslmode` (`disable`, `prefer`, `require`, `verify-ca`,
+/// 0 disables) for this pool's sessions. TLS follows `sslmode` (`disable`, `prefer`, `require`, `verify-ca`,
 /// `verify-full`).
 ///
 /// ```
@@ -32,7 +31,6 @@ pub struct PgStoreOptions {
     connect_timeout: Duration,
     statement_timeout: Duration,
     idle_in_transaction_timeout: Duration,
-    generic_plans: bool,
     limits: Limits,
 }
 
@@ -49,7 +47,6 @@ impl PgStoreOptions {
         let mut connect_timeout = Duration::from_secs(10);
         let mut statement_timeout = Duration::from_millis(30_000);
         let mut idle_in_transaction_timeout = Duration::from_millis(60_000);
-        let mut generic_plans = true;
         let number = |key: &str, value: &str| -> Result<u64> {
             value
                 .parse::<u64>()
@@ -68,17 +65,6 @@ impl PgStoreOptions {
                 "idle_in_transaction_session_timeout" => {
                     idle_in_transaction_timeout = Duration::from_millis(number(key, value)?);
                 }
-                "plan_cache_mode" => {
-                    generic_plans = match value {
-                        "force_generic_plan" => true,
-                        "auto" => false,
-                        _ => {
-                            return Err(Error::invalid(format!(
-                                "connection parameter plan_cache_mode={value:?}: expected force_generic_plan or auto"
-                            )))
-                        }
-                    };
-                }
                 _ => passthrough.push(pair),
             }
         }
@@ -96,7 +82,6 @@ impl PgStoreOptions {
             connect_timeout,
             statement_timeout,
             idle_in_transaction_timeout,
-            generic_plans,
             limits: Limits::default(),
         })
     }
@@ -179,35 +164,13 @@ impl PgStoreOptions {
         self
     }
 
-    /// Whether this pool's sessions plan every prepared statement once, generically
-    /// (`plan_cache_mode = force_generic_plan`, the default), or let PostgreSQL choose
-    /// (`auto`).
-    ///
-    /// Every statement of ours is keyed by its parameters and walks an index whatever their
-    /// values, but under `auto` PostgreSQL keeps re-planning a statement whose custom plans
-    /// it estimates cheaper than the generic one: the stream read, once the table held
-    /// streams of very different lengths, spent about 190 µs of server CPU planning and
-    /// 30 µs running, on every call. Turn it off if your read-model queries depend on
-    /// value-specific plans (heavily skewed indexed fields).
-    #[must_use]
-    pub fn generic_plans(mut self, on: bool) -> Self {
-        self.generic_plans = on;
-        self
-    }
-
-    /// The sqlx connect options (with the session settings applied).
+    /// The sqlx connect options (with the session timeouts applied).
     pub(crate) fn connect_options(&self) -> PgConnectOptions {
         let statement = self.statement_timeout.as_millis().to_string();
         let idle = self.idle_in_transaction_timeout.as_millis().to_string();
-        let plans = if self.generic_plans {
-            "force_generic_plan"
-        } else {
-            "auto"
-        };
         self.connect.clone().options([
             ("statement_timeout", statement.as_str()),
             ("idle_in_transaction_session_timeout", idle.as_str()),
-            ("plan_cache_mode", plans),
         ])
     }
 
@@ -232,7 +195,6 @@ impl fmt::Debug for PgStoreOptions {
             .field("connect_timeout", &self.connect_timeout)
             .field("statement_timeout", &self.statement_timeout)
             .field("idle_in_transaction_timeout", &self.idle_in_transaction_timeout)
-            .field("generic_plans", &self.generic_plans)
             .finish_non_exhaustive()
     }
 }
@@ -256,9 +218,5 @@ mod tests {
         assert!(debug.contains("5433"), "{debug}");
         assert!(PgStoreOptions::from_url("postgres://h/d?schema=Bad").is_err());
         assert!(PgStoreOptions::from_url("postgres://h/d?pool_max_size=x").is_err());
-        assert!(o.generic_plans);
-        let auto = PgStoreOptions::from_url("postgres://h/d?plan_cache_mode=auto").unwrap();
-        assert!(!auto.generic_plans);
-        assert!(PgStoreOptions::from_url("postgres://h/d?plan_cache_mode=custom").is_err());
     }
 }

@@ -126,8 +126,8 @@ impl PgBackend {
         Ok(lines.join("\n"))
     }
 
-    /// The plan this pool's sessions use for the forward stream read of `stream`
-    /// (`EXPLAIN` of the prepared statement, text format), for plan regression tests.
+    /// The plan of the forward stream read of `stream` (`EXPLAIN`, text format), for plan
+    /// regression tests.
     ///
     /// # Errors
     /// Backend errors.
