@@ -95,12 +95,13 @@ impl PgBackend {
             }
             next.advance(&at);
         }
+        // The stream holds its connection until dropped; the check below needs one.
         drop(rows);
         if seen == 0 && start != [0, 0, 0] {
             self.check_not_ahead(tx, seq).await?;
         }
         // A page that was not cut and scanned fewer rows than it could reached the horizon.
-        let caught_up = !stopped && count_i64(seen) < count_i64(scan);
+        let caught_up = !stopped && seen < scan;
         Ok(Batch {
             events,
             next,

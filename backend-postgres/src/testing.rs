@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use cqrs_core::{AppendOutcome, Error, EventData, ExpectedVersion, Outcome, Result, StreamId};
 use sqlx::{Postgres, Transaction};
 
+use crate::backend::count_i64;
 use crate::event_store::{run_append, APPEND};
 use crate::{error, PgBackend};
 
@@ -111,7 +112,7 @@ impl PgBackend {
         self.begin()?;
         let start = from.get(0).map_or([0, 0, 0], |p| p.offset);
         let sql = format!("EXPLAIN {}", self.sql(include_str!("sql/read_all.sql")));
-        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        let max = count_i64(max);
         let lines: Vec<String> = sqlx::query_scalar(&sql)
             .bind(start[0].to_string())
             .bind(i64::try_from(start[1]).unwrap_or(i64::MAX))
@@ -137,8 +138,8 @@ impl PgBackend {
         let lines: Vec<String> = sqlx::query_scalar(&sql)
             .bind(stream)
             .bind(1i64)
-            .bind(i64::try_from(max).unwrap_or(i64::MAX))
-            .bind(i64::try_from(self.limits.max_read_bytes).unwrap_or(i64::MAX))
+            .bind(count_i64(max))
+            .bind(count_i64(self.limits.max_read_bytes))
             .fetch_all(&self.pool)
             .await
             .map_err(error::sent)?;
