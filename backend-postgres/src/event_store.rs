@@ -11,9 +11,10 @@ use crate::backend::{clamp_i64, count_i64, cut_bytes, events_from_rows, position
 use crate::error::{self, Sent};
 use crate::PgBackend;
 
-/// The append statement (the function of the sixth migration).
+/// The append statement (the function of the eighth migration): a plain expression, one
+/// bigint[] back.
 pub(crate) const APPEND: &str =
-    "SELECT * FROM __SCHEMA__.append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+    "SELECT __SCHEMA__.append_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 
 /// The append function's arguments for an expectation: kind and version.
 fn expected_args(expected: ExpectedVersion) -> (i16, i64) {
@@ -58,7 +59,7 @@ where
     let bytes = payloads.iter().fold(0i64, |sum, p| {
         sum.saturating_add(i64::try_from(p.len()).unwrap_or(i64::MAX))
     });
-    let row = sqlx::query(sql)
+    let row: Vec<Option<i64>> = sqlx::query_scalar(sql)
         .bind(stream.as_str())
         .bind(kind)
         .bind(version)
@@ -73,7 +74,7 @@ where
         .fetch_one(executor)
         .await
         .map_err(|e| error::map(e, Sent::Maybe, Some(stream)))?;
-    outcome_from_row(stream, expected, &row)
+    Reply::from_array(&row)?.outcome(stream, expected)
 }
 
 impl PgBackend {
@@ -100,48 +101,93 @@ impl PgBackend {
             .fetch_one(executor)
             .await
             .map_err(|e| error::map(e, Sent::Maybe, Some(stream)))?;
-        let outcome: Option<i16> = row
-            .try_get("outcome")
-            .map_err(|e| Error::corrupt(format!("re-send result: {e}")))?;
-        match outcome {
+        match Reply::from_resend(&row)? {
             None => Err(failed),
-            Some(_) => outcome_from_row(stream, expected, &row),
+            Some(reply) => reply.outcome(stream, expected),
         }
     }
 }
 
-/// The outcome (or conflict) the append function returned.
-fn outcome_from_row(stream: &StreamId, expected: ExpectedVersion, row: &PgRow) -> Result<AppendOutcome> {
-    let get = |e: sqlx::Error| Error::corrupt(format!("append result: {e}"));
-    let outcome: i16 = row.try_get("outcome").map_err(get)?;
-    let state: i16 = row.try_get("state").map_err(get)?;
-    let current: i64 = row.try_get("current_version").map_err(get)?;
-    match outcome {
-        0 | 1 => {
-            let first: i64 = row.try_get("first_version").map_err(get)?;
-            let last: i64 = row.try_get("last_version").map_err(get)?;
-            Ok(AppendOutcome {
-                first_version: to_u64(first)?,
-                next_expected: to_u64(last)?,
-                position: Some(position(
-                    row.try_get("tx_id").map_err(get)?,
-                    row.try_get("seq").map_err(get)?,
-                )?),
-            })
+/// What the append function decided (see the eighth migration).
+#[derive(Debug)]
+struct Reply {
+    /// 0 written, 1 already committed (an idempotent re-send), 2 empty, 3 conflict.
+    outcome: i64,
+    state: Option<i64>,
+    current: Option<i64>,
+    first: Option<i64>,
+    last: Option<i64>,
+    tx: Option<i64>,
+    seq: Option<i64>,
+}
+
+impl Reply {
+    /// `append_events`' array: outcome, state, current, first and last version, tx_id, seq.
+    fn from_array(values: &[Option<i64>]) -> Result<Self> {
+        let &[Some(outcome), state, current, first, last, tx, seq] = values else {
+            return Err(Error::corrupt(format!("append result: {values:?}")));
+        };
+        Ok(Reply {
+            outcome,
+            state,
+            current,
+            first,
+            last,
+            tx,
+            seq,
+        })
+    }
+
+    /// `append_resend`'s row: `None` when no id of the batch is in the stream.
+    fn from_resend(row: &PgRow) -> Result<Option<Self>> {
+        let get = |e: sqlx::Error| Error::corrupt(format!("re-send result: {e}"));
+        let outcome: Option<i16> = row.try_get("outcome").map_err(get)?;
+        let Some(outcome) = outcome else {
+            return Ok(None);
+        };
+        let state: Option<i16> = row.try_get("state").map_err(get)?;
+        Ok(Some(Reply {
+            outcome: outcome.into(),
+            state: state.map(i64::from),
+            current: row.try_get("current_version").map_err(get)?,
+            first: row.try_get("first_version").map_err(get)?,
+            last: row.try_get("last_version").map_err(get)?,
+            tx: row.try_get("tx_id").map_err(get)?,
+            seq: row.try_get("seq").map_err(get)?,
+        }))
+    }
+
+    /// The outcome, or the conflict.
+    fn outcome(&self, stream: &StreamId, expected: ExpectedVersion) -> Result<AppendOutcome> {
+        let need = |v: Option<i64>, what: &str| {
+            v.ok_or_else(|| Error::corrupt(format!("append result without its {what}: {self:?}")))
+        };
+        let current = need(self.current, "current version")?;
+        match self.outcome {
+            0 | 1 => Ok(AppendOutcome {
+                first_version: to_u64(need(self.first, "first version")?)?,
+                next_expected: to_u64(need(self.last, "last version")?)?,
+                position: Some(position(need(self.tx, "tx_id")?, need(self.seq, "seq")?)?),
+            }),
+            2 => {
+                let current = to_u64(current)?;
+                Ok(AppendOutcome {
+                    first_version: current + 1,
+                    next_expected: current,
+                    position: None,
+                })
+            }
+            3 => {
+                let state = i16::try_from(need(self.state, "state")?)
+                    .map_err(|_| Error::corrupt(format!("append result: {self:?}")))?;
+                Err(Error::Conflict {
+                    stream: stream.clone(),
+                    expected,
+                    actual: stream_state(Some(state), current)?,
+                })
+            }
+            other => Err(Error::corrupt(format!("append outcome {other}"))),
         }
-        2 => {
-            let current = to_u64(current)?;
-            Ok(AppendOutcome {
-                first_version: current + 1,
-                next_expected: current,
-                position: None,
-            })
-        }
-        _ => Err(Error::Conflict {
-            stream: stream.clone(),
-            expected,
-            actual: stream_state(Some(state), current)?,
-        }),
     }
 }
 
@@ -291,14 +337,51 @@ impl EventStore for PgBackend {
 
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "postgres", stream = %stream, from = from, max = max))]
     async fn read_stream(&self, stream: &StreamId, from: u64, max: usize) -> Result<Vec<RecordedEvent>> {
-        self.read_page(
-            include_str!("sql/read_stream.sql"),
-            stream,
-            clamp_i64(from),
-            max,
-            false,
-        )
-        .await
+        self.begin()?;
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        self.trip();
+        let rows = sqlx::query(&self.sql(include_str!("sql/read_stream.sql")))
+            .bind(stream.as_str())
+            .bind(clamp_i64(from))
+            .bind(count_i64(max))
+            .bind(count_i64(self.limits.max_read_bytes))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(error::sent)?;
+        let Some(first) = rows.first() else {
+            return Ok(Vec::new());
+        };
+        let get = |e: sqlx::Error| Error::corrupt(format!("stream row: {e}"));
+        let state: i16 = first.try_get("state").map_err(get)?;
+        let fits: bool = first.try_get("fits").map_err(get)?;
+        let version: Option<i64> = first.try_get("version").map_err(get)?;
+        if state == 3 {
+            return Err(Error::StreamDeleted {
+                stream: stream.clone(),
+            });
+        }
+        if state == 1 && !fits {
+            // Over the byte limit, or of unknown size: the statement that finds the cut.
+            return self
+                .read_page(
+                    include_str!("sql/read_stream_cut.sql"),
+                    stream,
+                    clamp_i64(from),
+                    max,
+                    false,
+                )
+                .await;
+        }
+        if version.is_none() {
+            // Nothing to give (a NULL version only ever comes alone).
+            return Ok(Vec::new());
+        }
+        let mut events = events_from_rows(&rows, Some(stream))?;
+        // The statement does not order its page (see read_stream.sql).
+        events.sort_by_key(|e| e.version);
+        Ok(cut_bytes(events, self.limits.max_read_bytes))
     }
 
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "postgres", stream = %stream, from = ?from, max = max))]

@@ -30,6 +30,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "hidden streams index",
         include_str!("../migrations/0007_hidden_streams_index.sql"),
     ),
+    (
+        8,
+        "append returns an array",
+        include_str!("../migrations/0008_append_returns_array.sql"),
+    ),
 ];
 
 /// Creates the schema and its migrations table.
