@@ -106,15 +106,9 @@ impl Admin for PgBackend {
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "postgres", stream = %stream, from = from, max = max))]
     async fn read_raw(&self, stream: &StreamId, from: u64, max: usize) -> Result<Vec<RecordedEvent>> {
         self.begin()?;
-        self.trip();
-        let rows = sqlx::query(&self.sql(include_str!("sql/read_raw.sql")))
-            .bind(stream.as_str())
-            .bind(clamp_i64(from))
-            .bind(count_i64(max))
-            .bind(count_i64(self.limits.max_read_bytes))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(error::sent)?;
+        let rows = self
+            .page_rows(include_str!("sql/read_raw.sql"), stream, clamp_i64(from), max)
+            .await?;
         let events = events_from_rows(&rows, None)?;
         Ok(cut_bytes(events, self.limits.max_read_bytes))
     }

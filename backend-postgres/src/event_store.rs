@@ -192,6 +192,26 @@ impl Reply {
 }
 
 impl PgBackend {
+    /// Runs a stream page statement: `$1` stream, `$2` bound, `$3` at most `max` events,
+    /// `$4` the read byte limit.
+    pub(crate) async fn page_rows(
+        &self,
+        template: &str,
+        stream: &StreamId,
+        bound: i64,
+        max: usize,
+    ) -> Result<Vec<PgRow>> {
+        self.trip();
+        sqlx::query(&self.sql(template))
+            .bind(stream.as_str())
+            .bind(bound)
+            .bind(count_i64(max))
+            .bind(count_i64(self.limits.max_read_bytes))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(error::sent)
+    }
+
     /// Reads a page of a stream with `template` (forward or backward); one round trip, tombstoned streams
     /// included.
     async fn read_page(
@@ -206,15 +226,7 @@ impl PgBackend {
         if max == 0 {
             return Ok(Vec::new());
         }
-        self.trip();
-        let rows = sqlx::query(&self.sql(template))
-            .bind(stream.as_str())
-            .bind(bound)
-            .bind(count_i64(max))
-            .bind(count_i64(self.limits.max_read_bytes))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(error::sent)?;
+        let rows = self.page_rows(template, stream, bound, max).await?;
         // A tombstone is one row of state 3; it comes alone (the stream has no live events).
         if let Some(first) = rows.first() {
             let state: i16 = first
@@ -341,15 +353,9 @@ impl EventStore for PgBackend {
         if max == 0 {
             return Ok(Vec::new());
         }
-        self.trip();
-        let rows = sqlx::query(&self.sql(include_str!("sql/read_stream.sql")))
-            .bind(stream.as_str())
-            .bind(clamp_i64(from))
-            .bind(count_i64(max))
-            .bind(count_i64(self.limits.max_read_bytes))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(error::sent)?;
+        let rows = self
+            .page_rows(include_str!("sql/read_stream.sql"), stream, clamp_i64(from), max)
+            .await?;
         let Some(first) = rows.first() else {
             return Ok(Vec::new());
         };
