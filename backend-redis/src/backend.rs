@@ -10,7 +10,7 @@ use std::{
 
 use cqrs_core::{Clock, Error, Limits, Result, StoreIdentity, Stores};
 use redis::Value;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OnceCell};
 
 use crate::conn::{reply, Conn};
 use crate::keys::Keys;
@@ -30,6 +30,9 @@ pub struct RedisBackend {
     pub(crate) limits: Limits,
     pub(crate) clock: Arc<dyn Clock>,
     options: RedisStoreOptions,
+    /// The connections large reads spread their parts over: `conn` first, then the
+    /// `read_connections - 1` others, opened by the first read that needs them.
+    readers: OnceCell<Vec<Conn>>,
     closed: AtomicBool,
     in_flight: AtomicUsize,
     drained: Notify,
@@ -92,10 +95,39 @@ impl RedisBackend {
             limits: options.limits,
             clock: options.clock.clone(),
             options,
+            readers: OnceCell::new(),
             closed: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             drained: Notify::new(),
         }))
+    }
+
+    /// The connections the parts of one large read go to, in turn (see
+    /// [`RedisStoreOptions::read_connections`]). If the others cannot be opened, the read
+    /// goes on the store's own connection alone and the next large read tries again: a
+    /// server refusing more clients must not fail reads the one connection can serve.
+    pub(crate) async fn readers(&self) -> Vec<Conn> {
+        if self.options.read_connections <= 1 {
+            return vec![self.conn.clone()];
+        }
+        let opened = self
+            .readers
+            .get_or_try_init(|| async {
+                let mut all = Vec::with_capacity(self.options.read_connections);
+                all.push(self.conn.clone());
+                for _ in 1..self.options.read_connections {
+                    all.push(self.conn.sibling(&self.options).await?);
+                }
+                Ok::<_, Error>(all)
+            })
+            .await;
+        match opened {
+            Ok(all) => all.clone(),
+            Err(e) => {
+                tracing::debug!(error = %e, "extra read connections not opened; reading on one");
+                vec![self.conn.clone()]
+            }
+        }
     }
 
     /// Every store of this backend as trait objects sharing its connection.

@@ -120,6 +120,14 @@ impl Conn {
         })
     }
 
+    /// A new connection to the same server or cluster whose requests count with this
+    /// one's (for [`crate::RedisBackend::readers`]).
+    pub(crate) async fn sibling(&self, options: &RedisStoreOptions) -> Result<Self> {
+        let mut other = Conn::connect_inner(options, None).await?;
+        other.requests = Arc::clone(&self.requests);
+        Ok(other)
+    }
+
     /// True on a Redis Cluster.
     pub(crate) fn is_cluster(&self) -> bool {
         matches!(self.inner, Inner::Cluster(_))

@@ -377,10 +377,11 @@ impl RedisBackend {
     /// Events never change once written, so reading the head and the entries in one
     /// pipeline (not a transaction) returns what a read at the head's moment would have.
     ///
-    /// A large forward chunk goes out as several `XRANGE`s of known version ranges (entry ids
-    /// are `0-<version>`), all sent at once and decoded in order as each answer arrives: the
-    /// client's parsing and decoding, not the server, bound a long read, and this way the
-    /// decoding of one part overlaps the parsing of the next.
+    /// A large forward chunk goes out as `XRANGE`s of [`PART`] known versions (entry ids are
+    /// `0-<version>`), [`PARTS_IN_FLIGHT`] at a time, on the read connections in turn, each
+    /// fetched and decoded by a task of its own and taken in order: the client's parsing
+    /// and decoding, not the server, bound a long read, and this way they run on every
+    /// worker thread and overlap the server's work on the next parts.
     pub(crate) async fn read_page(
         &self,
         stream: &StreamId,
@@ -422,15 +423,36 @@ impl RedisBackend {
                         cmd.arg(&events).arg(format!("0-{at}")).arg(format!("0-{to}"));
                         (cmd, to - at + 1)
                     });
-                    let mut answers = futures::stream::iter(parts.map(|(cmd, wanted)| async move {
-                        self.conn.run(&cmd).await.map(|answer| (answer, wanted))
-                    }))
-                    .buffered(PARTS_IN_FLIGHT);
+                    // Each part is fetched and decoded in a task of its own, on the
+                    // read connections in turn: the parts' answers are parsed (in their
+                    // connections' tasks) and decoded on every worker thread at once, and
+                    // an entry is freed on the thread that allocated it (a free from
+                    // another thread contends on the allocator's lock).
+                    let readers = self.readers().await;
+                    page.out.reserve(chunk);
+                    let parts = parts.enumerate().map(|(i, (cmd, wanted))| {
+                        let conn = readers[i % readers.len()].clone();
+                        let stream = stream.clone();
+                        let task = AbortOnDrop(tokio::spawn(async move {
+                            let entries = reply::array(conn.run(&cmd).await?)?;
+                            let short = count_u64(entries.len()) < wanted;
+                            let events = entries
+                                .into_iter()
+                                .map(|entry| decode_event(&stream, p, entry))
+                                .collect::<Result<Vec<_>>>()?;
+                            Ok::<_, Error>((events, short))
+                        }));
+                        async move {
+                            let mut task = task;
+                            (&mut task.0)
+                                .await
+                                .map_err(|e| unexpected(&format!("a stream read part failed: {e}")))?
+                        }
+                    });
+                    let mut answers = futures::stream::iter(parts).buffered(PARTS_IN_FLIGHT);
                     let mut done = false;
-                    while let Some((answer, wanted)) = answers.try_next().await? {
-                        let entries = reply::array(answer)?;
-                        let short = count_u64(entries.len()) < wanted;
-                        if page.take(entries)? || short {
+                    while let Some((events, short)) = answers.try_next().await? {
+                        if page.take_decoded(events) || short {
                             done = true;
                             break;
                         }
@@ -512,18 +534,40 @@ impl Page<'_> {
     /// or a version below the first visible one).
     fn take(&mut self, entries: Vec<Value>) -> Result<bool> {
         for entry in entries {
-            let event = decode_event(self.stream, self.partition, entry)?;
-            if !self.raw && event.version < self.visible_from {
+            if self.push(decode_event(self.stream, self.partition, entry)?) {
                 return Ok(true);
             }
-            let len = event.data.encoded_len();
-            if !self.out.is_empty() && self.bytes.saturating_add(len) > self.max_bytes {
-                return Ok(true);
-            }
-            self.bytes = self.bytes.saturating_add(len);
-            self.out.push(event);
         }
         Ok(false)
+    }
+
+    /// [`Page::take`] for events decoded already.
+    fn take_decoded(&mut self, events: Vec<RecordedEvent>) -> bool {
+        events.into_iter().any(|event| self.push(event))
+    }
+
+    /// Adds one event unless it ends the page (then `true`, and the event is left out).
+    fn push(&mut self, event: RecordedEvent) -> bool {
+        if !self.raw && event.version < self.visible_from {
+            return true;
+        }
+        let len = event.data.encoded_len();
+        if !self.out.is_empty() && self.bytes.saturating_add(len) > self.max_bytes {
+            return true;
+        }
+        self.bytes = self.bytes.saturating_add(len);
+        self.out.push(event);
+        false
+    }
+}
+
+/// A spawned task that is cancelled when its handle is dropped (a dropped read stops
+/// its parts still in flight instead of leaving them running).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -58,4 +58,4 @@ pub use bus::{
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 pub use cqrs_core;
-pub use options::{RedisStoreOptions, DEFAULT_URL};
+pub use options::{RedisStoreOptions, DEFAULT_URL, MAX_READ_CONNECTIONS};

@@ -31,7 +31,11 @@ pub struct RedisStoreOptions {
     pub(crate) limits: Limits,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) tls_root_certificate: Option<Vec<u8>>,
+    pub(crate) read_connections: usize,
 }
+
+/// Most connections [`RedisStoreOptions::read_connections`] accepts.
+pub const MAX_READ_CONNECTIONS: usize = 8;
 
 /// Where the store's keys live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +49,8 @@ pub(crate) enum Target {
 impl RedisStoreOptions {
     /// Options for `url` with the defaults: prefix `cqrs`, connection timeout 5 s, response
     /// timeout 5 s, the partition count stored in the server (or, for a new store, 1 on a
-    /// single node and 3 on a cluster), [`Limits::default`] and the system clock.
+    /// single node and 3 on a cluster), [`Limits::default`], the system clock and 2 read
+    /// connections.
     pub fn new(url: impl Into<String>) -> Self {
         RedisStoreOptions {
             url: url.into(),
@@ -56,6 +61,7 @@ impl RedisStoreOptions {
             limits: Limits::default(),
             clock: Arc::new(SystemClock),
             tls_root_certificate: None,
+            read_connections: 2,
         }
     }
 
@@ -163,6 +169,19 @@ impl RedisStoreOptions {
         self
     }
 
+    /// How many connections the parts of one large stream read are spread over (1 to
+    /// [`MAX_READ_CONNECTIONS`]; default 2): the store's own connection plus `n - 1` more,
+    /// opened by the first read that needs them. redis-rs parses each connection's answers
+    /// in that connection's task, so parts on two connections are parsed on two threads of
+    /// a multi-threaded runtime; parsing, not the server, bounds the load of a long stream.
+    /// On a cluster each is a cluster connection (one socket per master). 1 reads
+    /// everything on the store's one connection.
+    #[must_use]
+    pub fn read_connections(mut self, n: usize) -> Self {
+        self.read_connections = n;
+        self
+    }
+
     /// The key prefix.
     pub fn key_prefix(&self) -> &str {
         &self.prefix
@@ -181,6 +200,11 @@ impl RedisStoreOptions {
         }
         if self.partitions == Some(0) || self.partitions.is_some_and(|p| p > 1024) {
             return Err(Error::invalid("the partition count must be between 1 and 1024"));
+        }
+        if !(1..=MAX_READ_CONNECTIONS).contains(&self.read_connections) {
+            return Err(Error::invalid(format!(
+                "the read connection count must be between 1 and {MAX_READ_CONNECTIONS}"
+            )));
         }
         Ok(())
     }
@@ -259,6 +283,7 @@ impl fmt::Debug for RedisStoreOptions {
             .field("limits", &self.limits)
             .field("clock", &self.clock)
             .field("tls_root_certificate", &self.tls_root_certificate.is_some())
+            .field("read_connections", &self.read_connections)
             .finish()
     }
 }
@@ -317,5 +342,14 @@ mod tests {
             .prefix("app:1")
             .validate()
             .is_ok());
+    }
+
+    #[test]
+    fn read_connections_are_bounded() {
+        let with = |n| RedisStoreOptions::new(DEFAULT_URL).read_connections(n).validate();
+        assert!(with(0).is_err());
+        assert!(with(1).is_ok());
+        assert!(with(MAX_READ_CONNECTIONS).is_ok());
+        assert!(with(MAX_READ_CONNECTIONS + 1).is_err());
     }
 }

@@ -24,7 +24,9 @@ if st == 'T' then return {'deleted'} end
 -- the per-id lookup below is skipped: it was a tenth of a batch's server time. A stream
 -- without events has no committed ids at all. Anything else looks every id up.
 local known = v == '0' or (mx and mv == v)
-local fresh = v == '0' or (known and bytes_gt(ARGV[5], mx))
+-- `above`: the batch's smallest id is above every committed one.
+local above = known and mx and bytes_gt(ARGV[5], mx)
+local fresh = v == '0' or above
 
 -- Idempotency first, for every expectation (core decide_append).
 -- One HMGET per 1000 ids (Lua's unpack has a stack limit).
@@ -106,7 +108,8 @@ end
 if np > 0 then redis.call('HSET', KEYS[3], unpack(pairs_, 1, np)) end
 if known then
   local top = mx
-  if not top or bytes_gt(ARGV[6], top) then top = ARGV[6] end
+  -- Above mx already: the greatest id is too, no second comparison.
+  if above or not top or bytes_gt(ARGV[6], top) then top = ARGV[6] end
   redis.call('HSET', KEYS[1], 'v', last, 'st', 'L', 'mx', top, 'mv', last)
 else
   redis.call('HSET', KEYS[1], 'v', last, 'st', 'L')

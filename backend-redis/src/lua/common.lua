@@ -84,14 +84,18 @@ end
 
 
 -- a > b for two 16-byte event ids, bytewise (Lua's `<` on strings follows the server's
--- collation locale, not byte order). False when either is not 16 bytes.
+-- collation locale, not byte order). False when either is not 16 bytes. Compared as four
+-- big-endian 32-bit numbers (exact in Lua's doubles), read by one struct.unpack each: a
+-- string.byte call per byte cost about 50,000 server instructions per single append,
+-- more than the rest of the checks and three of its writes together.
 local function bytes_gt(a, b)
-  if not a or not b or #a ~= 16 or #b ~= 16 then return false end
-  for i = 1, 16 do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then return x > y end
-  end
-  return false
+  if not a or not b or #a ~= 16 or #b ~= 16 or a == b then return false end
+  local a1, a2, a3, a4 = struct.unpack('>I4I4I4I4', a)
+  local b1, b2, b3, b4 = struct.unpack('>I4I4I4I4', b)
+  if a1 ~= b1 then return a1 > b1 end
+  if a2 ~= b2 then return a2 > b2 end
+  if a3 ~= b3 then return a3 > b3 end
+  return a4 > b4
 end
 
 -- The version an ids-hash value names: appends store the entry id `0-<version>`, imports
