@@ -92,10 +92,24 @@ impl PgBackend {
                 return Ok(());
             }
             if Instant::now() >= deadline {
+                // Name the transaction that holds the horizon: an intermittent stall in a
+                // parallel suite is otherwise impossible to trace afterwards.
+                let holders: Vec<String> = sqlx::query_scalar(
+                    "SELECT format('pid %s (%s, %s), transaction open since %s, xid %s: %s',
+                                   pid, coalesce(nullif(application_name, ''), 'no application_name'),
+                                   state, xact_start, backend_xid, left(query, 200))
+                     FROM pg_stat_activity
+                     WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
+                     ORDER BY xact_start LIMIT 5",
+                )
+                .fetch_all(&self.pool)
+                .await
+                .unwrap_or_default();
                 return Err(Error::unavailable(
                     Outcome::Unknown,
                     format!(
-                        "the log horizon did not pass xid {target} within {timeout:?}: a transaction is open"
+                        "the log horizon did not pass xid {target} within {timeout:?}: a transaction is open ({})",
+                        if holders.is_empty() { "none seen now".to_owned() } else { holders.join("; ") }
                     ),
                 ));
             }
