@@ -63,7 +63,7 @@ pub use bus::{PgBus, PgBusOptions};
 use cqrs_core::{Error, Result, Stores};
 
 /// Connects to the store a `postgres://` URL names (see [`PgStoreOptions`] for the
-/// parameters) and returns its stores. The schema must have been migrated ([`migrate`]).
+/// parameters) and returns its stores. The schema must have been migrated ([`migrate()`]).
 ///
 /// # Errors
 /// [`Error::InvalidInput`] for a bad URL or an unmigrated schema; [`Error::Unavailable`]

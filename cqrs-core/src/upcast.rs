@@ -1,7 +1,7 @@
 //! Upcasters: old event schemas read as the latest one, without rewriting history.
 //!
 //! A step turns `(event_type, v)` into `(event_type', v + 1)`; steps chain to the latest
-//! version of a type and are applied on read. [`UpcasterChain::build`] rejects gaps
+//! version of a type and are applied on read. [`UpcasterChainBuilder::build`] rejects gaps
 //! (a type whose steps skip a version) and rename cycles, and reading an event with no path
 //! to the latest version is [`Error::NoUpcastPath`] naming the type and versions. To retire
 //! an old step, copy the stream into a new one at the latest version (offline rewrite) and

@@ -1,4 +1,4 @@
-//! Copying a store from one backend to another through [`Admin`], and proving the copy.
+//! Copying a store from one backend to another through [`Admin`](cqrs_core::Admin), and proving the copy.
 //!
 //! [`Migration::run`] copies every stream (events with their versions, ids, types, schema
 //! versions, payload bytes, content types and encodings, metadata and timestamps, then the

@@ -1,6 +1,6 @@
 //! The in-memory event bus: the reference transport of the `conformance` bus suite.
 //!
-//! A topic is split into K partitions by [`partition_for`] of the message key. Each consumer
+//! A topic is split into K partitions by [`partition_for`](cqrs_core::bus::partition_for) of the message key. Each consumer
 //! group keeps, per partition, which entries it acknowledged, the attempts made on each
 //! pending entry (our own counter) and which consumer owns the partition. Within a group a
 //! partition is owned by one live consumer at a time (partitions are spread round-robin over
@@ -161,7 +161,7 @@ impl MemoryBusOptions {
     }
 
     /// Serve the oldest ready message after this many picks in a row passed over it (see
-    /// [`PriorityScheduler::new`]; 0, the default: strict priority).
+    /// [`PriorityScheduler::new`](cqrs_core::bus::PriorityScheduler::new); 0, the default: strict priority).
     #[must_use]
     pub fn priority_bypass(mut self, limit: u32) -> Self {
         self.priority_bypass = limit;

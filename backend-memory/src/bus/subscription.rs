@@ -210,7 +210,7 @@ pub(super) struct Tasks {
     pub(super) heartbeat: JoinHandle<()>,
 }
 
-/// A subscription to a [`MemoryBus`] topic.
+/// A subscription to a [`MemoryBus`](crate::MemoryBus) topic.
 pub(super) struct MemorySubscription {
     pub(super) worker: Arc<Worker>,
     pub(super) counters: Arc<Counters>,

@@ -1,6 +1,6 @@
 //! The PostgreSQL outbox event bus: [`PgBus`].
 //!
-//! Messages are rows of an `outbox` table, written by [`PgBus::publish`] or, inside the
+//! Messages are rows of an `outbox` table, written by [`PgBus::publish`](cqrs_core::bus::EventBus::publish) or, inside the
 //! caller's own transaction, by [`PgBus::publish_in`] (an application writes its state and
 //! its messages atomically: the point of an outbox). Rows are read per (topic, partition) in
 //! `(tx_id, seq)` order and only below `pg_snapshot_xmin(pg_current_snapshot())`, the same
@@ -21,7 +21,7 @@
 //!
 //! Wake-ups: one notifier task per [`PgBus`] holds a dedicated `LISTEN` connection and polls
 //! the outbox head (the sequence's last value and the horizon) every
-//! [`PgBusOptions::poll_interval`]. [`PgBus::publish`] wakes the local consumers directly
+//! [`PgBusOptions::poll_interval`]. [`PgBus::publish`](cqrs_core::bus::EventBus::publish) wakes the local consumers directly
 //! and has the notifier send one `NOTIFY` after its commit, in a separate statement on the
 //! notifier's connection, never inside the writing transaction. A message published with
 //! [`PgBus::publish_in`] is found by the poll, or at once after [`PgBus::wake`].

@@ -15,7 +15,7 @@
 //!   lost can only leave entries in that token's pending list; the owner sees them in its
 //!   next summary and sweeps them into its window (lease checked) before starting anything
 //!   more of the partition. Starts and acks check the lease in their scripts. Among the window's ready messages (the oldest
-//!   unsettled one of each key) the [`PriorityScheduler`] picks; a key's next message waits
+//!   unsettled one of each key) the [`PriorityScheduler`](cqrs_core::bus::PriorityScheduler) picks; a key's next message waits
 //!   while an earlier one is unsettled (retries included).
 //! - Starting: the picks of a dispatch round start in one script call (attempt counted,
 //!   lease checked and extended) by a delivery task, which then runs their handlers, each

@@ -44,7 +44,7 @@ impl<A: Aggregate> StateRepository<A> {
     /// The current state and its version (`None` if never saved: a new aggregate).
     ///
     /// # Errors
-    /// Store errors; [`Error::Codec`] for an unreadable entry.
+    /// Store errors; [`Error::Codec`](crate::Error::Codec) for an unreadable entry.
     pub async fn load(&self, id: &str) -> Result<(A, Option<u64>)> {
         validate_name("aggregate id", id)?;
         match self.states.get(A::KIND, id).await? {
@@ -56,7 +56,7 @@ impl<A: Aggregate> StateRepository<A> {
     /// Loads, decides, applies and saves under the loaded version.
     ///
     /// # Errors
-    /// [`RepositoryError::Domain`] when refused; [`Error::StateConflict`] once retries are
+    /// [`RepositoryError::Domain`] when refused; [`Error::StateConflict`](crate::Error::StateConflict) once retries are
     /// exhausted; other store errors.
     pub async fn execute(
         &self,

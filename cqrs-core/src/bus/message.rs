@@ -68,7 +68,7 @@ impl FromStr for MessageId {
 ///
 /// Ordered from the most urgent: `Critical < High < Normal < Low` in `Ord`, so sorting
 /// ascending gives drain order. Priorities never reorder one key's messages (see
-/// [`PriorityScheduler`]).
+/// [`PriorityScheduler`](crate::bus::PriorityScheduler)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {
@@ -227,7 +227,7 @@ pub struct Delivery {
     pub group: String,
     /// The consumer handling it.
     pub consumer: String,
-    /// Its partition ([`partition_for`] of its key).
+    /// Its partition ([`partition_for`](crate::bus::partition_for) of its key).
     pub partition: u32,
     /// The transport's id of the entry (a Redis stream id, an outbox row id, `p<k>-<offset>`).
     pub entry: String,

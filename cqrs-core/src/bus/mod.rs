@@ -123,8 +123,8 @@ pub trait EventBus: Send + Sync + fmt::Debug {
     /// Publishes `messages` to `topic`, in order, all or nothing.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for a bad topic name or message (checked before any I/O),
-    /// [`Error::Unavailable`], [`Error::Closed`].
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) for a bad topic name or message (checked before any I/O),
+    /// [`Error::Unavailable`](crate::Error::Unavailable), [`Error::Closed`](crate::Error::Closed).
     ///
     /// # Cancel safety
     /// Not cancel safe: the messages may be published even if this future is dropped.
@@ -133,8 +133,8 @@ pub trait EventBus: Send + Sync + fmt::Debug {
     /// Starts handling `spec.topic()` as `spec.consumer_name()` of `spec.group()`.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for a bad spec, [`Error::AlreadyExists`] for a consumer name
-    /// that is live in the group, [`Error::Unavailable`], [`Error::Closed`].
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) for a bad spec, [`Error::AlreadyExists`](crate::Error::AlreadyExists) for a consumer name
+    /// that is live in the group, [`Error::Unavailable`](crate::Error::Unavailable), [`Error::Closed`](crate::Error::Closed).
     ///
     /// # Cancel safety
     /// Not cancel safe: a dropped call may leave the consumer registered (without anyone
@@ -148,20 +148,20 @@ pub trait EventBus: Send + Sync + fmt::Debug {
     /// Up to `max` dead letters of `group` on `topic`, oldest first.
     ///
     /// # Errors
-    /// [`Error::Unsupported`] without [`BusCapabilities::dead_letter`], [`Error::Closed`].
+    /// [`Error::Unsupported`](crate::Error::Unsupported) without [`BusCapabilities::dead_letter`], [`Error::Closed`](crate::Error::Closed).
     async fn dead_letters(&self, topic: &str, group: &str, max: usize) -> Result<Vec<DeadLetter>>;
 
     /// Removes the entries of `topic` every existing group has acknowledged; returns how
     /// many. Never removes an entry some group has not acknowledged.
     ///
     /// # Errors
-    /// [`Error::Unsupported`] without [`BusCapabilities::retention`], [`Error::Closed`].
+    /// [`Error::Unsupported`](crate::Error::Unsupported) without [`BusCapabilities::retention`], [`Error::Closed`](crate::Error::Closed).
     async fn trim(&self, topic: &str) -> Result<u64>;
 
-    /// Closes the bus: subscriptions stop being fed, later calls return [`Error::Closed`].
+    /// Closes the bus: subscriptions stop being fed, later calls return [`Error::Closed`](crate::Error::Closed).
     /// Closing twice is fine.
     ///
     /// # Errors
-    /// [`Error::Unavailable`].
+    /// [`Error::Unavailable`](crate::Error::Unavailable).
     async fn close(&self) -> Result<()>;
 }
