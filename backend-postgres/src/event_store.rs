@@ -238,8 +238,14 @@ impl PgBackend {
                 });
             }
         }
-        let mut events = events_from_rows(&rows, Some(stream))?;
-        // The statement orders its page; sorting here keeps that true whatever plan runs.
+        self.page_events(&rows, stream, backward)
+    }
+
+    /// The events of a stream page's rows, in page order, cut at the read byte limit. The
+    /// statements need not order their rows: sorting here keeps the page ordered whatever
+    /// plan runs.
+    fn page_events(&self, rows: &[PgRow], stream: &StreamId, backward: bool) -> Result<Vec<RecordedEvent>> {
+        let mut events = events_from_rows(rows, Some(stream))?;
         if backward {
             events.sort_by_key(|e| std::cmp::Reverse(e.version));
         } else {
@@ -384,10 +390,7 @@ impl EventStore for PgBackend {
             // Nothing to give (a NULL version only ever comes alone).
             return Ok(Vec::new());
         }
-        let mut events = events_from_rows(&rows, Some(stream))?;
-        // The statement does not order its page (see read_stream.sql).
-        events.sort_by_key(|e| e.version);
-        Ok(cut_bytes(events, self.limits.max_read_bytes))
+        self.page_events(&rows, stream, false)
     }
 
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "postgres", stream = %stream, from = ?from, max = max))]
