@@ -8,7 +8,9 @@
 //! Opens the store (or loads the ceiling script), appends one warm-up batch, prints `ready`
 //! and waits for a line on stdin, so a profiler attached to the server can zero its counters
 //! (`callgrind_control -z`) before the measured part; then appends `batches` batches of
-//! `size` 200-byte events to one stream, prints `done` and the rate, and deletes its keys.
+//! `size` 200-byte events to one stream, prints `done` and the rate, waits for a second line
+//! (or the end of stdin), so the profiler can dump its counters before the clean-up, and
+//! deletes its keys.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::cast_precision_loss)]
 
@@ -98,5 +100,6 @@ async fn main() {
     }
     let rate = (batches * size) as f64 / started.elapsed().as_secs_f64();
     println!("done {rate:.0} events/s");
+    wait_for_go();
     store.destroy().await.unwrap();
 }
