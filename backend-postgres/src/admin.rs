@@ -20,7 +20,7 @@ impl PgBackend {
         stream: &StreamId,
     ) -> Result<(StreamState, bool)> {
         self.trip();
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        sqlx::query(&self.sql("SELECT pg_advisory_xact_lock(__SCHEMA__.stream_lock_key($1))"))
             .bind(stream.as_str())
             .execute(&mut *conn)
             .await

@@ -12,7 +12,7 @@
 //!   schema-qualified identifier in every statement (never `search_path`); the migrations
 //!   table is inside it. [`PgBackend::migrate`] applies the embedded `migrations/*.sql`.
 //! - An append is one round trip: a PL/pgSQL function takes
-//!   `pg_advisory_xact_lock(hashtextextended(stream_id, 0))` before anything assigns a
+//!   the stream's advisory lock (keyed by stream id and schema) before anything assigns a
 //!   transaction id, checks idempotency then the expectation (as
 //!   [`cqrs_core::decide_append`]), and inserts the batch with one `UNNEST`.
 //! - The store-wide log orders events by `(tx_id xid8, seq)` and shows only rows below

@@ -35,6 +35,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "append returns an array",
         include_str!("../migrations/0008_append_returns_array.sql"),
     ),
+    (
+        9,
+        "stream lock per schema",
+        include_str!("../migrations/0009_stream_lock_per_schema.sql"),
+    ),
 ];
 
 /// Creates the schema and its migrations table.

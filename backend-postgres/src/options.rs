@@ -13,7 +13,8 @@ use crate::schema::SchemaName;
 /// `application_name`, …): `schema` (default `cqrs`), `pool_max_size` (default 10),
 /// `connect_timeout` (seconds, default 10), `statement_timeout` (milliseconds, default
 /// 30000; 0 disables) and `idle_in_transaction_session_timeout` (milliseconds, default 60000;
-/// 0 disables) for this pool's sessions. TLS follows `sslmode` (`disable`, `prefer`, `require`, `verify-ca`,
+/// 0 disables) for this pool's sessions, and `ping_after_idle` (milliseconds, default 1000; see
+/// [`PgStoreOptions::ping_after_idle`]). TLS follows `sslmode` (`disable`, `prefer`, `require`, `verify-ca`,
 /// `verify-full`).
 ///
 /// ```
@@ -31,8 +32,12 @@ pub struct PgStoreOptions {
     connect_timeout: Duration,
     statement_timeout: Duration,
     idle_in_transaction_timeout: Duration,
+    ping_after_idle: Duration,
     limits: Limits,
 }
+
+/// The default of [`PgStoreOptions::ping_after_idle`].
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 impl PgStoreOptions {
     /// Options from a `postgres://` URL.
@@ -47,6 +52,7 @@ impl PgStoreOptions {
         let mut connect_timeout = Duration::from_secs(10);
         let mut statement_timeout = Duration::from_millis(30_000);
         let mut idle_in_transaction_timeout = Duration::from_millis(60_000);
+        let mut ping_after_idle = PING_AFTER_IDLE;
         let number = |key: &str, value: &str| -> Result<u64> {
             value
                 .parse::<u64>()
@@ -65,6 +71,7 @@ impl PgStoreOptions {
                 "idle_in_transaction_session_timeout" => {
                     idle_in_transaction_timeout = Duration::from_millis(number(key, value)?);
                 }
+                "ping_after_idle" => ping_after_idle = Duration::from_millis(number(key, value)?),
                 _ => passthrough.push(pair),
             }
         }
@@ -82,6 +89,7 @@ impl PgStoreOptions {
             connect_timeout,
             statement_timeout,
             idle_in_transaction_timeout,
+            ping_after_idle,
             limits: Limits::default(),
         })
     }
@@ -174,11 +182,39 @@ impl PgStoreOptions {
         ])
     }
 
+    /// Pings a pooled connection before handing it out only if it sat idle this long
+    /// (default 1 s; zero pings every time, as sqlx does by default).
+    ///
+    /// A ping is a round trip: before every statement it doubled the round trips of a
+    /// command (load, then append), and its CPU, client and server, was a fifth of the
+    /// command's (see the crate README). A connection used moments ago is as
+    /// likely to be alive as one in the middle of a statement, and a statement sent on a
+    /// dead one fails with [`Error::Unavailable`] like any lost connection (an append's
+    /// outcome is then unknown, and its re-send is idempotent). Connections idle for
+    /// longer, as after a quiet spell or a server restart, are still tested and replaced
+    /// without an error.
+    #[must_use]
+    pub fn ping_after_idle(mut self, idle: Duration) -> Self {
+        self.ping_after_idle = idle;
+        self
+    }
+
     /// The sqlx pool options.
     pub(crate) fn pool_options(&self) -> PgPoolOptions {
+        let ping_after = self.ping_after_idle;
         PgPoolOptions::new()
             .max_connections(self.max_connections)
             .acquire_timeout(self.connect_timeout)
+            .test_before_acquire(false)
+            .before_acquire(move |conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= ping_after {
+                        // An error closes the connection; the pool then takes another.
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
     }
 }
 
@@ -195,6 +231,7 @@ impl fmt::Debug for PgStoreOptions {
             .field("connect_timeout", &self.connect_timeout)
             .field("statement_timeout", &self.statement_timeout)
             .field("idle_in_transaction_timeout", &self.idle_in_transaction_timeout)
+            .field("ping_after_idle", &self.ping_after_idle)
             .finish_non_exhaustive()
     }
 }
@@ -206,13 +243,20 @@ mod tests {
     #[test]
     fn parses_our_parameters_and_hides_the_password() {
         let o = PgStoreOptions::from_url(
-            "postgres://u:hunter2@h:5433/d?sslmode=disable&schema=s1&pool_max_size=3&statement_timeout=500&idle_in_transaction_session_timeout=700",
+            "postgres://u:hunter2@h:5433/d?sslmode=disable&schema=s1&pool_max_size=3&statement_timeout=500&idle_in_transaction_session_timeout=700&ping_after_idle=250",
         )
         .unwrap();
         assert_eq!(o.schema().as_str(), "s1");
         assert_eq!(o.get_max_connections(), 3);
         assert_eq!(o.statement_timeout, Duration::from_millis(500));
         assert_eq!(o.idle_in_transaction_timeout, Duration::from_millis(700));
+        assert_eq!(o.ping_after_idle, Duration::from_millis(250));
+        let plain = PgStoreOptions::from_url("postgres://h/d").unwrap();
+        assert_eq!(plain.ping_after_idle, PING_AFTER_IDLE);
+        assert_eq!(
+            plain.ping_after_idle(Duration::ZERO).ping_after_idle,
+            Duration::ZERO
+        );
         let debug = format!("{o:?}");
         assert!(!debug.contains("hunter2"), "{debug}");
         assert!(debug.contains("5433"), "{debug}");

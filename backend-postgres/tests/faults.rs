@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use backend_postgres::{PgBackend, PgStoreOptions, SchemaName};
 use cqrs_core::{
-    Checkpoint, ContentType, Error, EventData, EventFilter, EventStore, ExpectedVersion, LimitKind, Limits,
-    Outcome, StreamId, StreamState,
+    Checkpoint, ContentType, DeleteMode, Error, EventData, EventFilter, EventStore, ExpectedVersion,
+    LimitKind, Limits, Outcome, StreamId, StreamState,
 };
 
 fn schema() -> String {
@@ -23,20 +23,24 @@ fn event(n: u32) -> EventData {
     EventData::new("Faulted", ContentType::Json, format!("{{\"n\":{n}}}"))
 }
 
-/// Waits (polling, 1 ms apart) until a backend of `app` is waiting on a lock.
+/// A backend of `app` that is waiting on a lock, if any.
 #[allow(clippy::unwrap_used)] // test support
+async fn lock_waiter(backend: &PgBackend, app: &str) -> Option<i32> {
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity
+         WHERE application_name = $1 AND wait_event_type = 'Lock' AND state = 'active' LIMIT 1",
+    )
+    .bind(app)
+    .fetch_optional(backend.pool())
+    .await
+    .unwrap()
+}
+
+/// Waits (polling, 1 ms apart) until a backend of `app` is waiting on a lock.
 async fn wait_for_lock_waiter(backend: &PgBackend, app: &str) -> i32 {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let pid: Option<i32> = sqlx::query_scalar(
-            "SELECT pid FROM pg_stat_activity
-             WHERE application_name = $1 AND wait_event_type = 'Lock' AND state = 'active' LIMIT 1",
-        )
-        .bind(app)
-        .fetch_optional(backend.pool())
-        .await
-        .unwrap();
-        if let Some(pid) = pid {
+        if let Some(pid) = lock_waiter(backend, app).await {
             return pid;
         }
         assert!(
@@ -102,33 +106,103 @@ async fn fault_connection_killed_during_append_is_unknown_and_resend_leaves_one_
     common::drop_schema(&ns).await.unwrap();
 }
 
+/// Two stores in one database (two schemas) using the same stream id must not share the
+/// stream's lock: an append held open in one does not stall appends or deletes in the
+/// other, and still serialises appends to that stream within its own schema.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fault_terminated_idle_connections_are_replaced() {
-    let ns = schema();
-    let backend = common::fresh(&ns).await.unwrap();
-    let s = StreamId::new("idle-killed").unwrap();
-    backend
-        .append(&s, ExpectedVersion::NoStream, vec![event(1)])
+async fn fault_stream_locks_are_per_schema() {
+    let (ns_a, ns_b) = (schema(), schema());
+    let a = common::fresh(&ns_a).await.unwrap();
+    let b = common::fresh(&ns_b).await.unwrap();
+    let s = StreamId::new("shared-name").unwrap();
+    let held = a
+        .hold_append(&s, ExpectedVersion::NoStream, vec![event(0)])
         .await
         .unwrap();
-    let other = common::fresh(&ns).await.unwrap();
-    let n = other.terminate_connections(&ns).await.unwrap();
-    assert!(n >= 1, "the first pool had a connection to kill");
-    let batch = vec![event(2)];
-    // The pool tests connections before handing them out; a failure must be retryable.
-    let out = match backend.append(&s, ExpectedVersion::Exact(1), batch.clone()).await {
-        Ok(out) => out,
-        Err(e) => {
-            assert!(e.is_retryable(), "{e:?}");
-            backend
-                .append(&s, ExpectedVersion::Exact(1), batch.clone())
+
+    // In the other schema: each operation either finishes, or is seen waiting on a lock
+    // (which fails the test at once, instead of after a timeout).
+    let other = {
+        let (b, s) = (b.clone(), s.clone());
+        tokio::spawn(async move {
+            b.append(&s, ExpectedVersion::NoStream, vec![event(1)]).await?;
+            b.append(&s, ExpectedVersion::Exact(1), vec![event(2)]).await?;
+            b.delete_stream(&s, ExpectedVersion::Exact(2), DeleteMode::Soft)
                 .await
-                .unwrap()
-        }
+        })
     };
-    assert_eq!(out.first_version, 2);
-    assert_eq!(backend.read_stream(&s, 1, 10).await.unwrap().len(), 2);
-    common::drop_schema(&ns).await.unwrap();
+    loop {
+        if other.is_finished() {
+            break;
+        }
+        assert!(
+            lock_waiter(&b, &ns_b).await.is_none(),
+            "a store in another schema waited on this schema's stream lock"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    other.await.unwrap().unwrap();
+    assert_eq!(b.stream_state(&s).await.unwrap(), StreamState::SoftDeleted(2));
+
+    // In its own schema the lock still holds: a second append waits for the first.
+    let same = {
+        let (a, s) = (a.clone(), s.clone());
+        tokio::spawn(async move { a.append(&s, ExpectedVersion::Any, vec![event(3)]).await })
+    };
+    wait_for_lock_waiter(&a, &ns_a).await;
+    assert!(!same.is_finished());
+    held.commit().await.unwrap();
+    let outcome = same.await.unwrap().unwrap();
+    assert_eq!(outcome.first_version, 2);
+    common::drop_schema(&ns_a).await.unwrap();
+    common::drop_schema(&ns_b).await.unwrap();
+}
+
+/// Connections killed while idle in the pool: with a ping before every use they are
+/// replaced (one statement may still meet a backend that has not died yet); by default, a
+/// connection used within `ping_after_idle` is not pinged, so each dead one may fail one
+/// statement, retryably, and then is gone. Either way the store recovers without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_terminated_idle_connections_are_replaced() {
+    const POOL: u32 = 4;
+    for (ping_after_idle, most_failures) in [(Duration::ZERO, 1), (Duration::from_secs(3600), POOL)] {
+        let ns = schema();
+        let backend = PgBackend::connect(
+            &common::options(&ns)
+                .unwrap()
+                .max_connections(POOL)
+                .ping_after_idle(ping_after_idle),
+        )
+        .await
+        .unwrap();
+        backend.migrate().await.unwrap();
+        let s = StreamId::new("idle-killed").unwrap();
+        backend
+            .append(&s, ExpectedVersion::NoStream, vec![event(1)])
+            .await
+            .unwrap();
+        let other = common::fresh(&ns).await.unwrap();
+        let n = other.terminate_connections(&ns).await.unwrap();
+        assert!(n >= 1, "the first pool had a connection to kill");
+        let batch = vec![event(2)];
+        let mut failures = 0;
+        let out = loop {
+            match backend.append(&s, ExpectedVersion::Exact(1), batch.clone()).await {
+                Ok(out) => break out,
+                Err(e) => {
+                    assert!(e.is_retryable(), "{e:?}");
+                    failures += 1;
+                    assert!(
+                        failures <= most_failures,
+                        "{failures} failures with ping_after_idle {ping_after_idle:?}"
+                    );
+                }
+            }
+        };
+        assert_eq!(out.first_version, 2);
+        assert_eq!(backend.read_stream(&s, 1, 10).await.unwrap().len(), 2);
+        common::drop_schema(&ns).await.unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
