@@ -5,9 +5,12 @@ use cqrs_core::{
     AppendOutcome, Batch, Capabilities, Checkpoint, DeleteMode, Error, EventData, EventFilter, EventStore,
     ExpectedVersion, RecordedEvent, Result, StoreIdentity, StreamId, StreamPage, StreamState,
 };
+use futures::TryStreamExt as _;
 use sqlx::{postgres::PgRow, Row};
 
-use crate::backend::{clamp_i64, count_i64, cut_bytes, events_from_rows, position, stream_state, to_u64};
+use crate::backend::{
+    clamp_i64, count_i64, cut_bytes, events_from_rows, position, stream_state, to_u64, EventColumns,
+};
 use crate::error::{self, Sent};
 use crate::PgBackend;
 
@@ -359,10 +362,17 @@ impl EventStore for PgBackend {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let rows = self
-            .page_rows(include_str!("sql/read_stream.sql"), stream, clamp_i64(from), max)
-            .await?;
-        let Some(first) = rows.first() else {
+        // Streamed, not collected: each row is decoded while the server still sends the
+        // rest, so on two cores the decode of a long page overlaps the server's work.
+        self.trip();
+        let sql = self.sql(include_str!("sql/read_stream.sql"));
+        let mut rows = sqlx::query(&sql)
+            .bind(stream.as_str())
+            .bind(clamp_i64(from))
+            .bind(count_i64(max))
+            .bind(count_i64(self.limits.max_read_bytes))
+            .fetch(&self.pool);
+        let Some(first) = rows.try_next().await.map_err(error::sent)? else {
             return Ok(Vec::new());
         };
         let get = |e: sqlx::Error| Error::corrupt(format!("stream row: {e}"));
@@ -376,6 +386,7 @@ impl EventStore for PgBackend {
         }
         if state == 1 && !fits {
             // Over the byte limit, or of unknown size: the statement that finds the cut.
+            drop(rows);
             return self
                 .read_page(
                     include_str!("sql/read_stream_cut.sql"),
@@ -390,7 +401,15 @@ impl EventStore for PgBackend {
             // Nothing to give (a NULL version only ever comes alone).
             return Ok(Vec::new());
         }
-        self.page_events(&rows, stream, false)
+        let columns = EventColumns::of(&first)?;
+        let mut events = Vec::with_capacity(max.min(1024));
+        events.push(columns.event(&first, Some(stream))?);
+        while let Some(row) = rows.try_next().await.map_err(error::sent)? {
+            events.push(columns.event(&row, Some(stream))?);
+        }
+        // The range scan is unordered.
+        events.sort_by_key(|e| e.version);
+        Ok(cut_bytes(events, self.limits.max_read_bytes))
     }
 
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "postgres", stream = %stream, from = ?from, max = max))]

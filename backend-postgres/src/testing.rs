@@ -141,6 +141,50 @@ impl PgBackend {
         Ok(lines.join("\n"))
     }
 
+    /// The plan PostgreSQL runs the `read_all` statement with once a session has read a few
+    /// pages, for a page of `max` unfiltered events after `from`: `PREPARE`, six `EXECUTE`s,
+    /// then `EXPLAIN EXECUTE`. A generic plan (its conditions show `$1`) is planned once and
+    /// reused; a custom one (literal values) means every page is planned anew.
+    ///
+    /// # Errors
+    /// Backend errors.
+    pub async fn explain_read_all_cached(&self, from: &cqrs_core::Checkpoint, max: usize) -> Result<String> {
+        use sqlx::{Connection as _, Row as _};
+        self.begin()?;
+        let start = from.get(0).map_or([0, 0, 0], |p| p.offset);
+        // A connection of its own, closed afterwards: the prepared statement ends with its
+        // session whatever fails.
+        let mut conn = self.pool.acquire().await.map_err(error::not_sent)?.detach();
+        let max = count_i64(max);
+        let prepare = format!(
+            "PREPARE cqrs_explain_read_all(text, bigint, bigint, text, text[], bigint, bigint) AS {}",
+            self.sql(include_str!("sql/read_all.sql"))
+        );
+        let execute = format!(
+            "EXECUTE cqrs_explain_read_all('{}', {}, {max}, NULL, '{{}}', {max}, {})",
+            start[0],
+            i64::try_from(start[1]).unwrap_or(i64::MAX),
+            i64::MAX
+        );
+        let explained = async {
+            sqlx::raw_sql(&prepare).execute(&mut conn).await?;
+            for _ in 0..6 {
+                sqlx::raw_sql(&execute).execute(&mut conn).await?;
+            }
+            sqlx::raw_sql(&format!("EXPLAIN {execute}"))
+                .fetch_all(&mut conn)
+                .await?
+                .iter()
+                .map(|row| row.try_get::<String, _>(0))
+                .collect::<std::result::Result<Vec<_>, _>>()
+        }
+        .await;
+        let closed = conn.close().await;
+        let lines = explained.map_err(error::sent)?;
+        closed.map_err(error::sent)?;
+        Ok(lines.join("\n"))
+    }
+
     /// The plan of the forward stream read of `stream` (`EXPLAIN`, text format), for plan
     /// regression tests.
     ///
