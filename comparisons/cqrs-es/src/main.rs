@@ -707,6 +707,10 @@ fn their_tables(schema: &str) -> [String; 3] {
 }
 
 async fn drop_schemas(pool: &PgPool, schemas: &[&str]) -> Result<()> {
+    if std::env::var_os("KEEP_SCHEMAS").is_some() {
+        eprintln!("KEEP_SCHEMAS: left {schemas:?} in place");
+        return Ok(());
+    }
     for schema in schemas {
         sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
             .execute(pool)
@@ -763,6 +767,23 @@ async fn main() -> Result<()> {
         let store = PersistedEventStore::new_event_store(repo());
         let theirs = Side::Theirs(Arc::new(cqrs), Arc::new(store));
 
+        if let Ok(which) = std::env::var("PROFILE") {
+            // Not part of the benchmark: one side's 8-task command loop alone, for a profiler
+            // to attach to (its pid is printed before the measured passes start).
+            let side = if which == "theirs" { &theirs } else { &ours };
+            let ids = Arc::new((0..20_000).map(|i| format!("p-{i}")).collect::<Vec<_>>());
+            distinct(side, &ids, TASKS).await?;
+            eprintln!(
+                "profile: pid {}, measured passes start in 2 s",
+                std::process::id()
+            );
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            for _ in 0..2 {
+                let v = distinct(side, &ids, TASKS).await?;
+                eprintln!("profile: {} {v:.0} commands/s", side.name());
+            }
+            return Ok::<_, BoxError>((Vec::new(), Vec::new()));
+        }
         let rows = bench(&ours, &theirs, &meter).await?;
         let notes = breakdown(&ours, &theirs, &backend, &their_pool, &ev).await?;
         backend.pool().close().await;
