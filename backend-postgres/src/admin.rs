@@ -121,7 +121,7 @@ impl Admin for PgBackend {
         if events.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await.map_err(error::not_sent)?;
+        let mut tx = crate::begin(&self.pool).await.map_err(error::not_sent)?;
         let (state, _) = self.lock_stream(&mut tx, stream).await?;
         let ids: Vec<uuid::Uuid> = events.iter().map(|e| *e.data.event_id.as_uuid()).collect();
         self.trip();
@@ -186,7 +186,7 @@ impl Admin for PgBackend {
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "postgres", stream = %stream, state = %state))]
     async fn set_stream_state(&self, stream: &StreamId, state: StreamState) -> Result<()> {
         self.begin()?;
-        let mut tx = self.pool.begin().await.map_err(error::not_sent)?;
+        let mut tx = crate::begin(&self.pool).await.map_err(error::not_sent)?;
         let (_, exists) = self.lock_stream(&mut tx, stream).await?;
         let last = self.last_stored(&mut tx, stream).await?;
         let contradicts = |what: &str| {

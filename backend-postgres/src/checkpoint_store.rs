@@ -114,7 +114,7 @@ impl CheckpointStore for PgBackend {
     async fn save(&self, name: &str, checkpoint: &Checkpoint, lease_epoch: u64) -> Result<()> {
         self.begin()?;
         validate_name("checkpoint name", name)?;
-        let mut tx = self.pool.begin().await.map_err(error::not_sent)?;
+        let mut tx = crate::begin(&self.pool).await.map_err(error::not_sent)?;
         self.write_checkpoint(&mut tx, name, checkpoint, lease_epoch)
             .await?;
         self.trip();
@@ -125,7 +125,7 @@ impl CheckpointStore for PgBackend {
     async fn reset(&self, name: &str, lease_epoch: u64) -> Result<()> {
         self.begin()?;
         validate_name("checkpoint name", name)?;
-        let mut tx = self.pool.begin().await.map_err(error::not_sent)?;
+        let mut tx = crate::begin(&self.pool).await.map_err(error::not_sent)?;
         self.lock_name(&mut tx, name).await?;
         self.check_fence(&mut tx, name, lease_epoch).await?;
         self.trip();
@@ -143,7 +143,7 @@ impl CheckpointStore for PgBackend {
         self.begin()?;
         validate_name("lease name", name)?;
         validate_name("lease owner", owner)?;
-        let mut tx = self.pool.begin().await.map_err(error::not_sent)?;
+        let mut tx = crate::begin(&self.pool).await.map_err(error::not_sent)?;
         self.lock_name(&mut tx, name).await?;
         self.trip();
         let row = sqlx::query(&self.sql(&format!(

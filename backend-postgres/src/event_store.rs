@@ -281,7 +281,7 @@ impl PgBackend {
         expected: ExpectedVersion,
         mode: DeleteMode,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(error::not_sent)?;
+        let mut tx = crate::begin(&self.pool).await.map_err(error::not_sent)?;
         let (state, _) = self.lock_stream(&mut tx, stream).await?;
         if state == StreamState::Tombstoned {
             return Err(Error::StreamDeleted {

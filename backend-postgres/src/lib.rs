@@ -56,6 +56,7 @@ mod schema;
 mod snapshot_store;
 mod state_store;
 pub mod testing;
+mod transaction;
 
 pub use backend::PgBackend;
 pub use bus::{PgBus, PgBusOptions};
@@ -96,3 +97,4 @@ pub async fn migrate(url: &str) -> Result<()> {
 pub use cqrs_core;
 pub use options::PgStoreOptions;
 pub use schema::SchemaName;
+pub use transaction::begin;

@@ -62,6 +62,10 @@ impl PgBackend {
     pub async fn migrate(&self) -> Result<()> {
         self.begin()?;
         let mut conn = self.conn().await?;
+        // This session takes a session-level lock and begins transactions: were this future
+        // dropped part-way, the connection would go back to the pool holding the lock, or
+        // inside a transaction (see `begin`). Closed instead, it releases both.
+        conn.close_on_drop();
         let key = format!("cqrs-migrate:{}", self.schema.as_str());
         sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
             .bind(&key)
@@ -74,6 +78,9 @@ impl PgBackend {
             .execute(&mut *conn)
             .await
             .map_err(error::sent);
+        // Returned before the identity is read, which takes a connection of its own: a pool
+        // of one would otherwise wait for itself.
+        drop(conn);
         result?;
         unlocked?;
         self.load_identity().await?;

@@ -301,7 +301,7 @@ impl ReadStore for PgBackend {
         self.begin()?;
         check_collection(collection)?;
         cqrs_core::validate_field(field)?;
-        let mut tx = self.pool.begin().await.map_err(error::not_sent)?;
+        let mut tx = crate::begin(&self.pool).await.map_err(error::not_sent)?;
         self.lock_collection(&mut tx, collection, true).await?;
         let indexes = self.indexes_of(&mut tx, collection).await?;
         match indexes.get(field) {
@@ -358,7 +358,7 @@ impl ReadStore for PgBackend {
     async fn upsert_batch(&self, collection: &str, documents: Vec<Document>) -> Result<()> {
         self.begin()?;
         check_collection(collection)?;
-        let mut tx = self.pool.begin().await.map_err(error::not_sent)?;
+        let mut tx = crate::begin(&self.pool).await.map_err(error::not_sent)?;
         self.upsert_in(&mut tx, collection, documents).await?;
         self.trip();
         tx.commit().await.map_err(error::sent)
@@ -494,7 +494,7 @@ impl ReadStore for PgBackend {
                 }
             }
         }
-        let mut tx = self.pool.begin().await.map_err(error::not_sent)?;
+        let mut tx = crate::begin(&self.pool).await.map_err(error::not_sent)?;
         self.write_checkpoint(
             &mut tx,
             &checkpoint.name,
@@ -578,7 +578,7 @@ impl ReadStore for PgBackend {
     async fn drop_collection(&self, collection: &str) -> Result<()> {
         self.begin()?;
         check_collection(collection)?;
-        let mut tx = self.pool.begin().await.map_err(error::not_sent)?;
+        let mut tx = crate::begin(&self.pool).await.map_err(error::not_sent)?;
         self.lock_collection(&mut tx, collection, true).await?;
         self.trip();
         let names: Vec<String> = sqlx::query_scalar(

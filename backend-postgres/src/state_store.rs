@@ -152,7 +152,7 @@ impl StateStore for PgBackend {
         if writes.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.pool.begin().await.map_err(error::not_sent)?;
+        let mut tx = crate::begin(&self.pool).await.map_err(error::not_sent)?;
         let mut versions = Vec::with_capacity(writes.len());
         for w in &writes {
             versions.push(self.put_on(&mut tx, kind, &w.id, w.expected, &w.value).await?);

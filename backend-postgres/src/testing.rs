@@ -51,14 +51,14 @@ impl PgBackend {
         self.begin()?;
         self.limits.check_batch(&events)?;
         let sql = self.sql(APPEND);
-        let mut tx = self.pool.begin().await.map_err(error::not_sent)?;
+        let mut tx = crate::begin(&self.pool).await.map_err(error::not_sent)?;
         self.trip();
         let outcome = match run_append(&mut *tx, &sql, stream, expected, &events).await {
             // The duplicate aborted the transaction: a re-send is answered in a fresh one,
             // which then holds nothing (as a re-send writes nothing).
             Err(failed @ Error::AlreadyExists { .. }) => {
                 tx.rollback().await.map_err(error::sent)?;
-                tx = self.pool.begin().await.map_err(error::not_sent)?;
+                tx = crate::begin(&self.pool).await.map_err(error::not_sent)?;
                 self.resolve_duplicate(&mut *tx, stream, expected, &events, failed)
                     .await?
             }

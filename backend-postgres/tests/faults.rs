@@ -205,6 +205,88 @@ async fn fault_terminated_idle_connections_are_replaced() {
     }
 }
 
+/// Whether a connection of `app` is idle inside a transaction, waiting up to `within`.
+#[allow(clippy::unwrap_used)] // test support
+async fn idle_in_transaction(observer: &sqlx::PgPool, app: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        let found: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                            WHERE application_name = $1 AND state = 'idle in transaction')",
+        )
+        .bind(app)
+        .fetch_one(observer)
+        .await
+        .unwrap();
+        if found || Instant::now() >= deadline {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// A call dropped after its `BEGIN` reached the server but before the answer came back (an
+/// aborted task: a relay killed mid-checkpoint) leaves no transaction on the pooled
+/// connection. With sqlx's own `Pool::begin` it did: the next append on that connection ran
+/// inside the abandoned transaction, reported success, and was never committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_call_dropped_during_begin_leaves_no_transaction_behind() {
+    use cqrs_core::CheckpointStore;
+
+    let ns = schema();
+    // One connection, so the append below gets whatever the dropped call left on it.
+    let backend = PgBackend::connect(&common::options(&ns).unwrap().max_connections(1))
+        .await
+        .unwrap();
+    backend.migrate().await.unwrap();
+    let observer = sqlx::PgPool::connect(&common::url()).await.unwrap();
+    let lease = backend
+        .acquire("relay", "a", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let origin = Checkpoint::origin();
+    let mut caught = false;
+    'attempts: for _ in 0..20 {
+        let save = backend.save("relay", &origin, lease.epoch);
+        let mut save = std::pin::pin!(save);
+        // Polled step by step until the server has run its BEGIN: the poll that sent it
+        // stopped at the answer, and the future is dropped without another.
+        for _ in 0..100 {
+            if futures::poll!(&mut save).is_ready() {
+                continue 'attempts;
+            }
+            if idle_in_transaction(&observer, &ns, Duration::from_millis(20)).await {
+                caught = true;
+                break 'attempts;
+            }
+        }
+    }
+    assert!(caught, "no save was caught between its BEGIN and the answer");
+    let s = StreamId::new("after-dropped-begin").unwrap();
+    backend
+        .append(&s, ExpectedVersion::NoStream, vec![event(1)])
+        .await
+        .unwrap();
+    let committed: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {}.events",
+        backend_postgres::SchemaName::new(&ns).unwrap().quoted()
+    ))
+    .fetch_one(&observer)
+    .await
+    .unwrap();
+    assert_eq!(
+        committed, 1,
+        "the append ran inside the dropped call's transaction"
+    );
+    assert!(
+        !idle_in_transaction(&observer, &ns, Duration::ZERO).await,
+        "the pooled connection is still inside a transaction"
+    );
+    observer.close().await;
+    backend.close().await.unwrap();
+    common::drop_schema(&ns).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_exhausted_pool_is_unavailable_not_sent() {
     let ns = schema();

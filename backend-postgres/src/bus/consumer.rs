@@ -963,7 +963,7 @@ impl Consumer {
                 }
                 // A dead letter settles its row: it holds the count turn until it commits.
                 let _turn = self.counters.turn.lock().await;
-                let mut tx = self.shared.pool.begin().await?;
+                let mut tx = crate::begin(&self.shared.pool).await?;
                 let row = query.fetch_one(&mut *tx).await?;
                 let owned = row.try_get::<i64, _>("owned")? > 0;
                 // Counted before the dead letter becomes visible, as the counts are.

@@ -148,7 +148,7 @@ impl Shared {
 /// backend.migrate().await?;
 /// let bus = backend.bus(PgBusOptions::new());
 /// // In the application's own transaction: its state and its message commit together.
-/// let mut tx = backend.pool().begin().await.map_err(|e| cqrs_core::Error::backend("postgres", e))?;
+/// let mut tx = backend_postgres::begin(backend.pool()).await.map_err(|e| cqrs_core::Error::backend("postgres", e))?;
 /// bus.publish_in(&mut tx, "orders", vec![Message::new("order-1", ContentType::Json, "{}")]).await?;
 /// tx.commit().await.map_err(|e| cqrs_core::Error::backend("postgres", e))?;
 /// bus.wake();
