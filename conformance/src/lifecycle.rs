@@ -1,12 +1,13 @@
 //! Behaviours: lifecycle. Closing, isolation of names, concurrent first use, a second
-//! client, and round-trip budgets (CONFORMANCE.md items 96-98 and 100).
+//! client, calls dropped part-way, and round-trip budgets (CONFORMANCE.md items 96-98 and
+//! 100).
 
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use cqrs_core::{
-    Checkpoint, ContentEncoding, ContentType, DeleteMode, Document, Error, EventFilter, ExpectedVersion,
-    FieldType, Snapshot, StateExpectation, StreamId, StreamState,
+    Change, Checkpoint, CheckpointUpdate, ContentEncoding, ContentType, DeleteMode, Document, Error,
+    EventFilter, ExpectedVersion, FieldType, Snapshot, StateExpectation, StreamId, StreamState,
 };
 use tokio::sync::Barrier;
 
@@ -451,6 +452,91 @@ pub async fn second_client_sees_the_same_data(h: Arc<dyn Harness>) -> Outcome {
     Ok(Verdict::Passed)
 }
 
+/// Polls `call` at most `polls` times, yielding between polls, then drops it: a task aborted
+/// at one of its await points, with whatever it had sent still on its way.
+async fn abandon<F: std::future::Future>(call: F, polls: usize) {
+    let mut call = std::pin::pin!(call);
+    for _ in 0..polls {
+        if futures::poll!(call.as_mut()).is_ready() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Calls dropped part-way (an aborted task, a timeout, a client that went away) leave nothing
+/// on the client that later calls inherit: every append acknowledged afterwards is committed,
+/// as a second client reads it. Each transactional call is abandoned after 1 to 8 polls, so
+/// one of them stops between a request and its answer. A pooled client that handed on a
+/// connection still inside the abandoned call's transaction lost appends this way (sqlx's
+/// `Pool::begin`, found by the relay behaviour under load).
+pub async fn dropped_calls_leave_nothing_behind(h: Arc<dyn Harness>) -> Outcome {
+    let Some(hooks) = h.hooks() else {
+        not_run!("needs ConformanceHooks::reconnect (no hooks)");
+    };
+    let Some(second) = hooks.reconnect().await else {
+        not_run!("needs ConformanceHooks::reconnect");
+    };
+    let second = second.ctx("reconnect")?;
+    let (st, ns) = (h.stores(), h.namespace());
+    let (name, kind, coll) = (ns.name("dropped"), ns.name("kind"), ns.name("coll"));
+    let lease = st
+        .checkpoints
+        .acquire(&name, "owner", Duration::from_secs(60))
+        .await
+        .ctx("acquire")?;
+    let origin = Checkpoint::origin();
+    let mut appended = Vec::new();
+    for polls in 1..=8 {
+        abandon(st.checkpoints.save(&name, &origin, lease.epoch), polls).await;
+        abandon(
+            st.checkpoints.acquire(&name, "owner", Duration::from_secs(60)),
+            polls,
+        )
+        .await;
+        abandon(
+            st.states
+                .put(&kind, "id", StateExpectation::Any, Bytes::from_static(b"x")),
+            polls,
+        )
+        .await;
+        abandon(
+            st.reads.commit(
+                vec![Change::Upsert {
+                    collection: coll.clone(),
+                    document: Document::new("doc", serde_json::json!({ "n": polls })),
+                }],
+                CheckpointUpdate {
+                    name: name.clone(),
+                    checkpoint: origin.clone(),
+                    lease_epoch: lease.epoch,
+                },
+            ),
+            polls,
+        )
+        .await;
+        // Several appends, so each of the client's connections serves one.
+        for k in 0..4 {
+            let s = ns.stream(&format!("after-{polls}-{k}"));
+            let batch = events(0, 1);
+            st.events
+                .append(&s, ExpectedVersion::NoStream, batch.clone())
+                .await
+                .ctx("append after the dropped calls")?;
+            appended.push((s, batch, polls));
+        }
+    }
+    for (s, batch, polls) in &appended {
+        let read = read_stream_to_end(&*second.events, s, 10).await?;
+        ensure_eq!(
+            recorded_ids(&read),
+            batch_ids(batch),
+            "a second client reads {s}, appended after calls dropped after {polls} polls"
+        );
+    }
+    Ok(Verdict::Passed)
+}
+
 /// Round-trip budget where `ConformanceHooks::round_trips` counts them: appending a
 /// 10-event batch (new stream, then with a warm Exact) and reading 10 events each take
 /// exactly one round trip (100).
@@ -504,6 +590,7 @@ macro_rules! __lifecycle_tests {
                 streams_are_isolated_by_name,
                 concurrent_first_use_is_safe,
                 second_client_sees_the_same_data,
+                dropped_calls_leave_nothing_behind,
                 round_trip_budget,
             ]
         );
