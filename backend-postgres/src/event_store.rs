@@ -195,8 +195,24 @@ impl Reply {
 }
 
 impl PgBackend {
-    /// Runs a stream page statement: `$1` stream, `$2` bound, `$3` at most `max` events,
-    /// `$4` the read byte limit.
+    /// A stream page statement `sql` (schema substituted) with its arguments bound: `$1`
+    /// stream, `$2` bound, `$3` at most `max` events, `$4` the read byte limit.
+    fn page_query<'q>(
+        &self,
+        sql: &'q str,
+        stream: &'q StreamId,
+        bound: i64,
+        max: usize,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        self.trip();
+        sqlx::query(sql)
+            .bind(stream.as_str())
+            .bind(bound)
+            .bind(count_i64(max))
+            .bind(count_i64(self.limits.max_read_bytes))
+    }
+
+    /// Runs a stream page statement (see [`PgBackend::page_query`]) and collects its rows.
     pub(crate) async fn page_rows(
         &self,
         template: &str,
@@ -204,12 +220,8 @@ impl PgBackend {
         bound: i64,
         max: usize,
     ) -> Result<Vec<PgRow>> {
-        self.trip();
-        sqlx::query(&self.sql(template))
-            .bind(stream.as_str())
-            .bind(bound)
-            .bind(count_i64(max))
-            .bind(count_i64(self.limits.max_read_bytes))
+        let sql = self.sql(template);
+        self.page_query(&sql, stream, bound, max)
             .fetch_all(&self.pool)
             .await
             .map_err(error::sent)
@@ -241,20 +253,18 @@ impl PgBackend {
                 });
             }
         }
-        self.page_events(&rows, stream, backward)
+        Ok(self.order_page(events_from_rows(&rows, Some(stream))?, backward))
     }
 
-    /// The events of a stream page's rows, in page order, cut at the read byte limit. The
-    /// statements need not order their rows: sorting here keeps the page ordered whatever
-    /// plan runs.
-    fn page_events(&self, rows: &[PgRow], stream: &StreamId, backward: bool) -> Result<Vec<RecordedEvent>> {
-        let mut events = events_from_rows(rows, Some(stream))?;
+    /// A stream page's events in page order, cut at the read byte limit. The statements
+    /// need not order their rows: sorting here keeps the page ordered whatever plan runs.
+    fn order_page(&self, mut events: Vec<RecordedEvent>, backward: bool) -> Vec<RecordedEvent> {
         if backward {
             events.sort_by_key(|e| std::cmp::Reverse(e.version));
         } else {
             events.sort_by_key(|e| e.version);
         }
-        Ok(cut_bytes(events, self.limits.max_read_bytes))
+        cut_bytes(events, self.limits.max_read_bytes)
     }
 
     /// The state of a stream.
@@ -364,13 +374,9 @@ impl EventStore for PgBackend {
         }
         // Streamed, not collected: each row is decoded while the server still sends the
         // rest, so on two cores the decode of a long page overlaps the server's work.
-        self.trip();
         let sql = self.sql(include_str!("sql/read_stream.sql"));
-        let mut rows = sqlx::query(&sql)
-            .bind(stream.as_str())
-            .bind(clamp_i64(from))
-            .bind(count_i64(max))
-            .bind(count_i64(self.limits.max_read_bytes))
+        let mut rows = self
+            .page_query(&sql, stream, clamp_i64(from), max)
             .fetch(&self.pool);
         let Some(first) = rows.try_next().await.map_err(error::sent)? else {
             return Ok(Vec::new());
@@ -407,9 +413,7 @@ impl EventStore for PgBackend {
         while let Some(row) = rows.try_next().await.map_err(error::sent)? {
             events.push(columns.event(&row, Some(stream))?);
         }
-        // The range scan is unordered.
-        events.sort_by_key(|e| e.version);
-        Ok(cut_bytes(events, self.limits.max_read_bytes))
+        Ok(self.order_page(events, false))
     }
 
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "postgres", stream = %stream, from = ?from, max = max))]
