@@ -638,14 +638,22 @@ impl EventStore for RedisBackend {
         if let [one] = packed.as_slice() {
             cmd.arg(one);
         } else if !packed.is_empty() {
-            // The batch's smallest and greatest ids, bytewise: the script skips its per-id
-            // lookup when the smallest is above every id the stream holds.
-            let ids = || events.iter().map(|e| e.event_id.as_uuid().as_bytes().as_slice());
-            let lowest = ids().min().unwrap_or_default();
-            let highest = ids().max().unwrap_or_default();
-            cmd.arg(lowest).arg(highest);
-            for id in ids() {
-                cmd.arg(id);
+            let ids = || events.iter().map(|e| e.event_id.as_uuid().as_bytes());
+            if ids().zip(ids().skip(1)).all(|(a, b)| a < b) {
+                // Ascending ids (time-ordered ids from one writer): the script cuts an id
+                // out of its event only if it needs it, and on a stream whose ids have
+                // always ascended it needs none.
+                cmd.arg("a");
+            } else {
+                // The script writes every id of such a batch: sent apart, so it cuts no
+                // string per event. The smallest and greatest first (bytewise): its
+                // per-id lookup is skipped when the smallest is above every id committed.
+                let lowest = ids().min().map_or(&[][..], |id| &id[..]);
+                let highest = ids().max().map_or(&[][..], |id| &id[..]);
+                cmd.arg("i").arg(lowest).arg(highest);
+                for id in ids() {
+                    cmd.arg(&id[..]);
+                }
             }
             for e in &packed {
                 cmd.arg(e);

@@ -2,89 +2,137 @@
 -- KEYS: 1 head, 2 events, 3 ids of a stream of the previous layout (else the layout marker),
 --       4 partition log, 5 live streams, 6 all streams
 -- ARGV: 1 stream, 2 expectation (any|none|exists, or the exact version in decimal), then
---       one event: 3 the packed event (its 16-byte id is bytes 2..17);
---       n >= 2 events: 3 the batch's smallest event id, 4 its greatest (bytewise order),
---       then the n 16-byte event ids, then the n packed events (format byte, 16-byte id, …).
---       Every argument costs the server about 1,200 instructions before the script runs:
---       a single event sends 3 instead of 8 (its id is cut from the packed event, and the
---       count is the number of arguments).
+--   * one event: 3 the packed event (its 16-byte id is bytes 2..17);
+--   * a batch whose ids ascend (bytewise, strictly; the client checks): 3 'a', then the n
+--     packed events (the script cuts an id out of its event only where it needs it);
+--   * any other batch: 3 'i', 4 its smallest id, 5 its greatest (bytewise), then the n
+--     16-byte ids, then the n packed events.
+--   Every argument costs the server about 1,200 instructions before the script runs, so
+--   ids travel apart from their events only for batches whose ids the script will write.
 -- Each event is stored as entry `0-<version>` with ONE field: its name is the commit,
 -- "<log entry id> <first version of the commit>" (the event's index in its commit is its
 -- version minus that first version), its value the packed event. One field instead of two
 -- (`d` + a commit value) makes a loaded entry 5 RESP elements instead of 7 (a 10,000-event
--- XRANGE parsed 25% faster) and saves about 36 bytes per event. In a batch the ids come
--- apart from the packed events so no string is cut per event: in a batch of 100 the
--- garbage strings (and Lua's collector after them) cost more than the XADDs.
+-- XRANGE parsed 25% faster) and saves about 36 bytes per event.
 --
--- Two layouts of the event-id index (event id -> `0-<version>`, for idempotency):
--- * current: the ids are fields of the head hash itself (16-byte names, which no head field
---   has), and the head's `m` is the greatest id committed, kept exact by every script that
---   writes such a stream (append, import). The head update and the id insert are then one
---   HSET. KEYS[3] holds a plain string (the marker), set when the stream is created.
--- * previous (streams created before this layout; recognised by a head without `m`): the ids
---   in the hash KEYS[3], and `mx`, valid while `mv` equals `v`. Such a stream keeps that
---   layout for good, written exactly as the previous script wrote it.
--- So each stream's ids are in exactly one place, known from its head. A script of the
--- previous release running beside this one (rolling upgrade) keeps every guarantee it had:
--- on a stream of the previous layout both write the same way; on a current one it finds no
--- `mx`/`mv`, so it never takes its skip and looks its ids up in KEYS[3], where Redis answers
--- WRONGTYPE for the marker: the old script fails before its first write instead of missing
--- ids it cannot see (its import script likewise).
+-- The event-id index (event id -> version, for idempotency), by layout, known from the head:
+-- * ordered (`g` in the head, and every stream without events): `g` is the greatest id
+--   committed. The stream's first events form its ordered prefix: their ids ascend with the
+--   version, and they are in no index at all; a lookup is a binary search over the events
+--   themselves (prefix_find). The prefix grows while every batch is fresh (its smallest id
+--   above `g`) and ascending: time-ordered ids from one writer, the default, never write an
+--   index entry (an HSET of 100 ids into a large hash cost a quarter of a batch's server
+--   time). The first batch that is not ends the prefix for good: `b` records its last
+--   version and `bx` its greatest id, and the ids of every later event are fields of the
+--   head (16-byte names, which no head field has), value the entry id `0-<version>`.
+-- * ids in head (`m` in the head; streams created by the release before the ordered
+--   layout): as the ordered layout with an empty prefix, `m` for `g`. Kept as it is.
+-- * previous (a head with neither; streams created before that): the ids in the hash
+--   KEYS[3], and `mx`, valid while `mv` equals `v`. Kept as it is, written exactly as that
+--   release's script wrote it.
+-- A script of an older release running beside this one (rolling upgrade) keeps every
+-- guarantee it had: on the streams of its own layout both write the same way; on an ordered
+-- one it finds neither `m` nor `mx`, so it takes the stream for the previous layout, never
+-- skips its lookup, and looks its ids up in KEYS[3], where Redis answers WRONGTYPE for the
+-- marker: the old script fails before its first write instead of missing ids it cannot
+-- see (their import scripts likewise).
 local na = #ARGV
 local n, lo, hi, ids_at, data_at
-if na == 3 then
+local asc = true
+if na == 2 then
+  n = 0
+elseif na == 3 then
   n, data_at = 1, 3
   lo = string.sub(ARGV[3], 2, 17)
   hi = lo
-elseif na == 2 then
-  n = 0
-elseif na >= 6 and na % 2 == 0 then
-  n = (na - 4) / 2
-  lo, hi, ids_at, data_at = ARGV[3], ARGV[4], 5, 5 + n
+elseif ARGV[3] == 'a' then
+  n, data_at = na - 3, 4
+  lo = string.sub(ARGV[4], 2, 17)
+  hi = string.sub(ARGV[na], 2, 17)
+elseif ARGV[3] == 'i' and na >= 7 and na % 2 == 1 then
+  n = (na - 5) / 2
+  lo, hi, ids_at, data_at, asc = ARGV[4], ARGV[5], 6, 6 + n, false
 else
-  return redis.error_reply('append: bad argument count ' .. na)
+  return redis.error_reply('append: bad arguments (' .. na .. ')')
 end
 
-local h = redis.call('HMGET', KEYS[1], 'v', 'st', 'm')
-local v, st, m = h[1] or '0', h[2] or nil, h[3]
+-- The id of the batch's event i (from 0).
+local function id_of(i)
+  if ids_at then return ARGV[ids_at + i] end
+  return string.sub(ARGV[data_at + i], 2, 17)
+end
+
+local h = redis.call('HMGET', KEYS[1], 'v', 'st', 'g', 'b', 'bx', 'm')
+local v, st, g, b, bx, m = h[1] or '0', h[2], h[3], h[4], h[5], h[6]
 if st == 'T' then return {'deleted'} end
--- A stream without events gets the current layout.
-local legacy = not m and v ~= '0'
+-- 'g' ordered, 'm' ids in head, 'x' previous (see the top).
+local layout = 'x'
+if g or v == '0' then layout = 'g' elseif m then layout = 'm' end
 local idkey = KEYS[1]
-local mx, known
 -- `fresh`: no id of the batch can be committed already. The usual case with time-ordered ids
 -- from one writer: the batch's smallest id is above every committed one. A stream without
 -- events has no committed ids at all. Anything else looks every id up.
-local fresh
-if legacy then
+local fresh, mx, known
+if layout == 'x' then
   idkey = KEYS[3]
   local l = redis.call('HMGET', KEYS[1], 'mx', 'mv')
   mx = l[1]
   known = mx and l[2] == v
   fresh = known and bytes_gt(lo, mx)
 else
-  fresh = v == '0' or bytes_gt(lo, m)
+  fresh = v == '0' or bytes_gt(lo, g or m)
+end
+-- The ordered prefix: versions 1..pe, px its greatest id (none: pe is '0').
+local pe, px = '0', nil
+if layout == 'g' then
+  if b then pe, px = b, bx else pe, px = v, g end
 end
 
 -- Idempotency first, for every expectation (core decide_append).
--- One HMGET per 1000 ids (Lua's unpack has a stack limit).
 local hits = 0
 local found
 if not fresh and n > 0 then
   found = {}
-  for from = 0, n - 1, 1000 do
-    local vers
-    if n == 1 then
-      vers = redis.call('HMGET', idkey, lo)
-    else
+  -- Versions after the prefix: in the index. One HMGET per 1000 ids (Lua's unpack has a
+  -- stack limit).
+  local indexed = {}
+  if pe ~= v then
+    for from = 0, n - 1, 1000 do
       local to = math.min(from + 999, n - 1)
-      vers = redis.call('HMGET', idkey, unpack(ARGV, ids_at + from, ids_at + to))
-    end
-    for j = 1, #vers do
-      if vers[j] then
-        hits = hits + 1
-        found[#found + 1] = stored_version(vers[j])
+      local vers
+      if ids_at then
+        vers = redis.call('HMGET', idkey, unpack(ARGV, ids_at + from, ids_at + to))
+      else
+        local t, nt = {}, 0
+        for i = from, to do
+          nt = nt + 1
+          t[nt] = id_of(i)
+        end
+        vers = redis.call('HMGET', idkey, unpack(t, 1, nt))
       end
+      for j = 1, to - from + 1 do
+        if vers[j] then indexed[from + j] = stored_version(vers[j]) end
+      end
+    end
+  end
+  -- Versions in the prefix: searched, for ids not above its greatest.
+  local top_v = tonumber(pe)
+  local guess
+  for i = 1, n do
+    local ver = indexed[i]
+    if not ver and px then
+      local x = id_of(i - 1)
+      if not bytes_gt(x, px) then
+        local at = prefix_find(KEYS[2], x, 1, top_v, guess)
+        if at then
+          ver = string.format('%d', at)
+          guess = at + 1
+        end
+      end
+    end
+    if ver then
+      hits = hits + 1
+      found[hits] = ver
     end
   end
 end
@@ -135,33 +183,35 @@ if v == '0' then
   -- expects its ids hash.
   redis.call('SET', KEYS[3], 'ids in head')
   -- Readers ask the head for `st` and `vf`; a field missing from a hash kept as a listpack
-  -- is a scan of all its entries, which here are the stream's ids. So `vf` (1 when absent)
-  -- is written at once, near the front (HSETNX: a truncation may have set it already).
+  -- is a scan of all its entries. So `vf` (1 when absent) is written at once, near the
+  -- front (HSETNX: a truncation may have set it already).
   redis.call('HSETNX', KEYS[1], 'vf', '1')
 end
 -- The log entry id's millisecond is the events' recorded_at (Redis keeps entry ids
 -- increasing even if the clock goes back).
 local lid = redis.call('XADD', KEYS[4], '*', 's', ARGV[1], 'f', first, 't', last, 'e', '0-' .. first)
 local k = lid .. ' ' .. first
--- The greatest committed id after this batch (current layout: always kept; previous: while
--- `mx` is valid). Above the old one already when fresh: no second comparison.
+-- The greatest committed id after this batch (ordered and ids-in-head layouts: always kept;
+-- previous: while `mx` is valid). Above the old one already when fresh: no comparison.
 local top
-if legacy then
+if layout == 'x' then
   if known then
     top = mx
     if fresh or not top or bytes_gt(hi, top) then top = hi end
   end
 else
-  top = m
+  top = g or m
   if fresh or bytes_gt(hi, top) then top = hi end
 end
-if n == 1 and not legacy then
+-- The prefix grows by this batch: nothing is indexed.
+local grows = layout == 'g' and not b and fresh and asc
+if grows and n == 1 then
   -- The common call: no table, no unpack (their garbage is work for Lua's collector).
-  local e = redis.call('XADD', KEYS[2], '0-' .. first, k, ARGV[data_at])
+  redis.call('XADD', KEYS[2], '0-' .. first, k, ARGV[data_at])
   if st == 'L' then
-    redis.call('HSET', KEYS[1], 'v', last, 'm', top, lo, e)
+    redis.call('HSET', KEYS[1], 'v', last, 'g', top)
   else
-    redis.call('HSET', KEYS[1], 'v', last, 'm', top, 'st', 'L', lo, e)
+    redis.call('HSET', KEYS[1], 'v', last, 'g', top, 'st', 'L')
   end
   if not st then
     redis.call('ZADD', KEYS[5], 0, ARGV[1])
@@ -171,30 +221,37 @@ if n == 1 and not legacy then
   end
   return redis.status_reply('ok ' .. first .. ' ' .. first .. ' ' .. lid .. ' 0')
 end
--- The head fields written with the last ids; `st` only when it changes.
-local headf = {'v', last}
-if legacy then
-  headf[3], headf[4] = 'st', 'L'
-  if known then headf[5], headf[6], headf[7], headf[8] = 'mx', top, 'mv', last end
+-- The head fields; `st` only when it changes.
+local headf, nh = {'v', last}, 2
+if layout == 'x' then
+  headf[3], headf[4], nh = 'st', 'L', 4
+  if known then headf[5], headf[6], headf[7], headf[8], nh = 'mx', top, 'mv', last, 8 end
 else
-  headf[3], headf[4] = 'm', top
-  if st ~= 'L' then headf[5], headf[6] = 'st', 'L' end
+  headf[3], headf[4], nh = (layout == 'g' and 'g') or 'm', top, 4
+  if layout == 'g' and not b and not grows then
+    -- The prefix ends before this batch.
+    headf[5], headf[6], nh = 'b', v, 6
+    if g then headf[7], headf[8], nh = 'bx', g, 8 end
+  end
+  if st ~= 'L' then headf[nh + 1], headf[nh + 2], nh = 'st', 'L', nh + 2 end
 end
-if n == 1 then
-  local e = redis.call('XADD', KEYS[2], '0-' .. first, k, ARGV[data_at])
-  redis.call('HSET', idkey, lo, e)
-  redis.call('HSET', KEYS[1], unpack(headf))
-else
-  -- The first event gets its id `0-<first>`; each next one `0-*`, which Redis 7.0 numbers
-  -- as the stream's last sequence plus one, that is the next version: no version is printed
-  -- in Lua (a number to string per event was 13% of a batch's server time). The ids keep
-  -- the entry id XADD answers (`0-<version>`, the same allocation size as the bare version;
-  -- stored_version reads both forms).
-  -- `#t` is a search in Lua 5.1: count pairs by hand.
-  local pairs_, np = {}, 0
-  local at = '0-' .. first
+-- The first event gets its id `0-<first>`; each next one `0-*`, which Redis 7.0 numbers as
+-- the stream's last sequence plus one, that is the next version: no version is printed in
+-- Lua (a number to string per event was 13% of a batch's server time).
+local at = '0-' .. first
+if grows then
   for i = 0, n - 1 do
-    pairs_[np + 1] = ARGV[ids_at + i]
+    redis.call('XADD', KEYS[2], at, k, ARGV[data_at + i])
+    at = '0-*'
+  end
+  redis.call('HSET', KEYS[1], unpack(headf, 1, nh))
+else
+  -- The index keeps the entry id XADD answers (`0-<version>`, the same allocation size as
+  -- the bare version; stored_version reads both forms). `#t` is a search in Lua 5.1:
+  -- count pairs by hand.
+  local pairs_, np = {}, 0
+  for i = 0, n - 1 do
+    pairs_[np + 1] = id_of(i)
     pairs_[np + 2] = redis.call('XADD', KEYS[2], at, k, ARGV[data_at + i])
     at = '0-*'
     np = np + 2
@@ -203,12 +260,12 @@ else
       np = 0
     end
   end
-  if legacy then
+  if layout == 'x' then
     redis.call('HSET', idkey, unpack(pairs_, 1, np))
-    redis.call('HSET', KEYS[1], unpack(headf))
+    redis.call('HSET', KEYS[1], unpack(headf, 1, nh))
   else
-    for j = 1, #headf do pairs_[np + j] = headf[j] end
-    redis.call('HSET', KEYS[1], unpack(pairs_, 1, np + #headf))
+    for j = 1, nh do pairs_[np + j] = headf[j] end
+    redis.call('HSET', KEYS[1], unpack(pairs_, 1, np + nh))
   end
 end
 if st ~= 'L' then redis.call('ZADD', KEYS[5], 0, ARGV[1]) end

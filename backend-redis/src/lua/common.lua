@@ -104,3 +104,35 @@ local function stored_version(x)
   if string.byte(x, 1) == 48 and string.byte(x, 2) == 45 then return string.sub(x, 3) end
   return x
 end
+
+-- The id of the event at version `ver` (a number) of a stream's ordered prefix (see
+-- append.lua). Such an event was appended, so its entry has one field whose value is the
+-- packed event, id at bytes 2..17. Anything else is damage: the script stops before writing.
+local function prefix_id(events, ver)
+  local at = '0-' .. string.format('%d', ver)
+  local e = redis.call('XRANGE', events, at, at)
+  local f = e[1] and e[1][2]
+  if not f or #f ~= 2 then
+    error(redis.error_reply('the ordered prefix of ' .. events .. ' has no appended entry ' .. at))
+  end
+  return string.sub(f[2], 2, 17)
+end
+
+-- The version (a number) of the ordered prefix, between `lo` and `hi`, whose event has id
+-- `x`, or nil. The prefix's ids ascend with the version: a binary search, one XRANGE per
+-- step. `guess` is tried first: a re-sent batch sits at consecutive versions, so after its
+-- first id each next one is found in one step.
+local function prefix_find(events, x, lo, hi, guess)
+  if guess and guess >= lo and guess <= hi then
+    local id = prefix_id(events, guess)
+    if id == x then return guess end
+    if bytes_gt(x, id) then lo = guess + 1 else hi = guess - 1 end
+  end
+  while lo <= hi do
+    local mid = math.floor((lo + hi) / 2)
+    local id = prefix_id(events, mid)
+    if id == x then return mid end
+    if bytes_gt(x, id) then lo = mid + 1 else hi = mid - 1 end
+  end
+  return nil
+end

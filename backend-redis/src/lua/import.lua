@@ -4,23 +4,35 @@
 local F = 3
 local base = 3
 local n = tonumber(ARGV[2])
--- The ids go where the stream's layout keeps them (see append.lua): the head hash (and its
--- `m`, the greatest id, kept exact), or for a stream of the previous layout (a head without
--- `m`) the hash KEYS[3].
-local h = redis.call('HMGET', KEYS[1], 'v', 'st', 'm')
-local v, st, m = h[1] or '0', h[2] or nil, h[3]
+-- The ids go where the stream's layout keeps them (see append.lua): the head hash, after
+-- the ordered prefix, which an import ends (imported ids need not ascend); for a stream of
+-- the previous layout (a head with neither `g` nor `m`) the hash KEYS[3]. The greatest id
+-- (`g`, or `m` on a stream of that layout) is kept exact.
+local h = redis.call('HMGET', KEYS[1], 'v', 'st', 'g', 'b', 'bx', 'm')
+local v, st, g, b, bx, m = h[1] or '0', h[2], h[3], h[4], h[5], h[6]
 if st == 'T' then return {'deleted'} end
-local legacy = not m and v ~= '0'
+local layout = 'x'
+if g or v == '0' then layout = 'g' elseif m then layout = 'm' end
 local idkey = KEYS[1]
-if legacy then idkey = KEYS[3] end
+if layout == 'x' then idkey = KEYS[3] end
+local pe, px = 0, nil
+if layout == 'g' then
+  if b then pe, px = tonumber(b), bx else pe, px = tonumber(v), g end
+end
 local hits = 0
 for i = 0, n - 1 do
-  local b = base + i * F
-  local ver = redis.call('HGET', idkey, string.sub(ARGV[b + 2], 2, 17))
+  local bi = base + i * F
+  local id = string.sub(ARGV[bi + 2], 2, 17)
+  local ver = redis.call('HGET', idkey, id)
   if ver then
     ver = stored_version(ver)
-    if ver ~= ARGV[b] then
-      return {'mismatch', 'an imported event id is committed at version ' .. ver .. ', the import puts it at ' .. ARGV[b]}
+  elseif px and not bytes_gt(id, px) then
+    local at = prefix_find(KEYS[2], id, 1, pe, nil)
+    if at then ver = string.format('%d', at) end
+  end
+  if ver then
+    if ver ~= ARGV[bi] then
+      return {'mismatch', 'an imported event id is committed at version ' .. ver .. ', the import puts it at ' .. ARGV[bi]}
     end
     hits = hits + 1
   end
@@ -39,18 +51,25 @@ if v == '0' then
   redis.call('HSETNX', KEYS[1], 'vf', '1')
 end
 local lid = redis.call('XADD', KEYS[4], '*', 's', ARGV[1], 'f', first, 't', last, 'e', '0-' .. first)
-local top = m
+local top = g or m
 for i = 0, n - 1 do
-  local b = base + i * F
-  local id = string.sub(ARGV[b + 2], 2, 17)
-  redis.call('XADD', KEYS[2], '0-' .. ARGV[b], 'd', ARGV[b + 2], 'c', lid .. ' ' .. i .. ' ' .. ARGV[b + 1])
-  redis.call('HSET', idkey, id, ARGV[b])
-  if not legacy and (not top or bytes_gt(id, top)) then top = id end
+  local bi = base + i * F
+  local id = string.sub(ARGV[bi + 2], 2, 17)
+  redis.call('XADD', KEYS[2], '0-' .. ARGV[bi], 'd', ARGV[bi + 2], 'c', lid .. ' ' .. i .. ' ' .. ARGV[bi + 1])
+  redis.call('HSET', idkey, id, ARGV[bi])
+  if layout ~= 'x' and (not top or bytes_gt(id, top)) then top = id end
 end
-if legacy then
+if layout == 'x' then
   redis.call('HSET', KEYS[1], 'v', last, 'st', 'L')
-else
+elseif layout == 'm' then
   redis.call('HSET', KEYS[1], 'v', last, 'st', 'L', 'm', top)
+elseif b then
+  redis.call('HSET', KEYS[1], 'v', last, 'st', 'L', 'g', top)
+elseif g then
+  -- The prefix ends before the imported events.
+  redis.call('HSET', KEYS[1], 'v', last, 'st', 'L', 'g', top, 'b', v, 'bx', g)
+else
+  redis.call('HSET', KEYS[1], 'v', last, 'st', 'L', 'g', top, 'b', v)
 end
 if st ~= 'L' then redis.call('ZADD', KEYS[5], 0, ARGV[1]) end
 if not st then redis.call('ZADD', KEYS[6], 0, ARGV[1]) end
