@@ -1,4 +1,5 @@
-//! [`EventStore`] for [`PgBackend`]: appends through one PL/pgSQL call, reads by stream.
+//! [`EventStore`] for [`PgBackend`]: appends through one PL/pgSQL call (a single event to a
+//! stream that exists through one plain statement first), reads by stream.
 
 use async_trait::async_trait;
 use cqrs_core::{
@@ -9,7 +10,7 @@ use futures::TryStreamExt as _;
 use sqlx::{postgres::PgRow, Row};
 
 use crate::backend::{
-    clamp_i64, count_i64, cut_bytes, events_from_rows, position, stream_state, to_u64, EventColumns,
+    clamp_i64, count_i64, cut_bytes, events_from_rows, position, stream_state, to_u64, EventColumns, Xid8,
 };
 use crate::error::{self, Sent};
 use crate::PgBackend;
@@ -28,6 +29,54 @@ fn expected_args(expected: ExpectedVersion) -> (i16, i64) {
         // A version beyond i64 never matches a stored one: -1 never does either.
         ExpectedVersion::Exact(v) => (3, i64::try_from(v).unwrap_or(-1)),
     }
+}
+
+/// The single-event fast path (see the file): one event, a stream that exists.
+const APPEND_ONE: &str = include_str!("sql/append_one.sql");
+
+/// Appends `event` through [`APPEND_ONE`] when `expected` allows it: `Ok(None)` when that
+/// statement wrote nothing (a missing or deleted stream, a conflict, a re-send with an
+/// expectation that no longer holds, the largest version, or NoStream, which it does not
+/// try), and the caller runs the append function, which decides every case.
+pub(crate) async fn run_append_one<'e, E>(
+    executor: E,
+    sql: &str,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    event: &EventData,
+) -> Result<Option<AppendOutcome>>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+{
+    let (kind, version) = expected_args(expected);
+    if kind == 1 {
+        return Ok(None);
+    }
+    let bytes = i64::try_from(event.payload.len()).unwrap_or(i64::MAX);
+    let row: Option<(i64, Xid8, i64)> = sqlx::query_as(sql)
+        .bind(stream.as_str())
+        .bind(kind)
+        .bind(version)
+        .bind(event.event_id.as_uuid())
+        .bind(event.event_type.as_str())
+        .bind(i64::from(event.schema_version))
+        .bind(event.content_type.as_str())
+        .bind(event.content_encoding.as_str())
+        .bind(event.metadata.to_json())
+        .bind(event.payload.as_ref())
+        .bind(bytes)
+        .fetch_optional(executor)
+        .await
+        .map_err(|e| error::map(e, Sent::Maybe, Some(stream)))?;
+    let Some((last, Xid8(tx), seq)) = row else {
+        return Ok(None);
+    };
+    let last = to_u64(last)?;
+    Ok(Some(AppendOutcome {
+        first_version: last,
+        next_expected: last,
+        position: Some(position(tx, seq)?),
+    }))
 }
 
 /// Asks whether `events` are already committed in `stream`, in order (see the sixth migration).
@@ -354,8 +403,21 @@ impl EventStore for PgBackend {
     ) -> Result<AppendOutcome> {
         self.begin()?;
         self.limits.check_batch(&events)?;
-        let sql = self.sql(APPEND);
         let mut conn = self.conn().await?;
+        if let [event] = events.as_slice() {
+            self.trip();
+            match run_append_one(&mut *conn, &self.sql(APPEND_ONE), stream, expected, event).await {
+                Ok(Some(outcome)) => return Ok(outcome),
+                Ok(None) => {}
+                Err(failed @ Error::AlreadyExists { .. }) => {
+                    return self
+                        .resolve_duplicate(&mut *conn, stream, expected, &events, failed)
+                        .await
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let sql = self.sql(APPEND);
         self.trip();
         match run_append(&mut *conn, &sql, stream, expected, &events).await {
             Err(failed @ Error::AlreadyExists { .. }) => {

@@ -53,6 +53,20 @@ async fn wait_for_lock_waiter(backend: &PgBackend, app: &str) -> i32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_connection_killed_during_append_is_unknown_and_resend_leaves_one_copy() {
+    killed_during_append(vec![event(1), event(2)]).await;
+}
+
+/// The same through the single-event statement (append_one.sql), first for a stream that
+/// exists, then for one that does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_connection_killed_during_single_append_is_unknown_and_resend_leaves_one_copy() {
+    killed_during_append(vec![event(1)]).await;
+}
+
+/// Kills the connection of an append of `batch` (with `Any`) while it waits on the stream
+/// lock, then re-sends it twice: an unknown outcome, then exactly one copy.
+#[allow(clippy::unwrap_used)] // test support
+async fn killed_during_append(batch: Vec<EventData>) {
     let ns = schema();
     let backend = common::fresh(&ns).await.unwrap();
     let s = StreamId::new("killed:{'\"; %_😀}").unwrap();
@@ -61,7 +75,6 @@ async fn fault_connection_killed_during_append_is_unknown_and_resend_leaves_one_
         .hold_append(&s, ExpectedVersion::NoStream, vec![event(0)])
         .await
         .unwrap();
-    let batch = vec![event(1), event(2)];
     let appender = {
         let (backend, s, batch) = (backend.clone(), s.clone(), batch.clone());
         tokio::spawn(async move { backend.append(&s, ExpectedVersion::Any, batch).await })
@@ -99,10 +112,54 @@ async fn fault_connection_killed_during_append_is_unknown_and_resend_leaves_one_
     let ids: Vec<_> = read.iter().map(|e| e.data.event_id).collect();
     assert_eq!(
         ids,
-        vec![batch[0].event_id, batch[1].event_id],
+        batch.iter().map(|e| e.event_id).collect::<Vec<_>>(),
         "exactly one copy"
     );
-    assert_eq!(backend.stream_state(&s).await.unwrap(), StreamState::Live(2));
+    let n = u64::try_from(batch.len()).unwrap();
+    assert_eq!(backend.stream_state(&s).await.unwrap(), StreamState::Live(n));
+    // Once the stream exists, a single event goes through the fast statement: killed while
+    // it waits, re-sent, one copy.
+    let blocker = backend
+        .hold_append(&s, ExpectedVersion::Exact(n), vec![event(7)])
+        .await
+        .unwrap();
+    let one = vec![event(8)];
+    let appender = {
+        let (backend, s, one) = (backend.clone(), s.clone(), one.clone());
+        tokio::spawn(async move { backend.append(&s, ExpectedVersion::Exact(n), one).await })
+    };
+    let pid = wait_for_lock_waiter(&backend, &ns).await;
+    let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(backend.pool())
+        .await
+        .unwrap();
+    assert!(killed);
+    let err = appender.await.unwrap().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Unavailable {
+                outcome: Outcome::Unknown,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    blocker.rollback().await.unwrap();
+    let first = backend
+        .append(&s, ExpectedVersion::Exact(n), one.clone())
+        .await
+        .unwrap();
+    assert_eq!(first.first_version, n + 1);
+    let again = backend
+        .append(&s, ExpectedVersion::Exact(n), one.clone())
+        .await
+        .unwrap();
+    assert_eq!(first, again, "a re-send returns the original outcome");
+    let again = backend.append(&s, ExpectedVersion::Any, one).await.unwrap();
+    assert_eq!(first, again, "a re-send with Any too");
+    assert_eq!(backend.stream_state(&s).await.unwrap(), StreamState::Live(n + 1));
     common::drop_schema(&ns).await.unwrap();
 }
 
