@@ -63,23 +63,21 @@ async fn fault_connection_killed_during_single_append_is_unknown_and_resend_leav
     killed_during_append(vec![event(1)]).await;
 }
 
-/// Kills the connection of an append of `batch` (with `Any`) while it waits on the stream
-/// lock, then re-sends it twice: an unknown outcome, then exactly one copy.
+/// Appends `batch` in a task while another transaction holds the stream's lock, kills that
+/// append's connection once it waits, and checks the append's outcome is unknown.
 #[allow(clippy::unwrap_used)] // test support
-async fn killed_during_append(batch: Vec<EventData>) {
-    let ns = schema();
-    let backend = common::fresh(&ns).await.unwrap();
-    let s = StreamId::new("killed:{'\"; %_😀}").unwrap();
-    // Another transaction holds the stream's lock, so the append is in flight, waiting.
-    let blocker = backend
-        .hold_append(&s, ExpectedVersion::NoStream, vec![event(0)])
-        .await
-        .unwrap();
+async fn kill_waiting_append(
+    backend: &std::sync::Arc<PgBackend>,
+    ns: &str,
+    s: &StreamId,
+    expected: ExpectedVersion,
+    batch: &[EventData],
+) {
     let appender = {
-        let (backend, s, batch) = (backend.clone(), s.clone(), batch.clone());
-        tokio::spawn(async move { backend.append(&s, ExpectedVersion::Any, batch).await })
+        let (backend, s, batch) = (backend.clone(), s.clone(), batch.to_vec());
+        tokio::spawn(async move { backend.append(&s, expected, batch).await })
     };
-    let pid = wait_for_lock_waiter(&backend, &ns).await;
+    let pid = wait_for_lock_waiter(backend, ns).await;
     let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
         .bind(pid)
         .fetch_one(backend.pool())
@@ -97,6 +95,21 @@ async fn killed_during_append(batch: Vec<EventData>) {
         ),
         "a statement in flight when its connection died has an unknown outcome: {err:?}"
     );
+}
+
+/// Kills the connection of an append of `batch` (with `Any`) while it waits on the stream
+/// lock, then re-sends it twice: an unknown outcome, then exactly one copy.
+#[allow(clippy::unwrap_used)] // test support
+async fn killed_during_append(batch: Vec<EventData>) {
+    let ns = schema();
+    let backend = common::fresh(&ns).await.unwrap();
+    let s = StreamId::new("killed:{'\"; %_😀}").unwrap();
+    // Another transaction holds the stream's lock, so the append is in flight, waiting.
+    let blocker = backend
+        .hold_append(&s, ExpectedVersion::NoStream, vec![event(0)])
+        .await
+        .unwrap();
+    kill_waiting_append(&backend, &ns, &s, ExpectedVersion::Any, &batch).await;
     blocker.rollback().await.unwrap();
     // Re-send the same batch (same ids): idempotency makes it safe, whatever happened.
     let first = backend
@@ -124,28 +137,7 @@ async fn killed_during_append(batch: Vec<EventData>) {
         .await
         .unwrap();
     let one = vec![event(8)];
-    let appender = {
-        let (backend, s, one) = (backend.clone(), s.clone(), one.clone());
-        tokio::spawn(async move { backend.append(&s, ExpectedVersion::Exact(n), one).await })
-    };
-    let pid = wait_for_lock_waiter(&backend, &ns).await;
-    let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
-        .bind(pid)
-        .fetch_one(backend.pool())
-        .await
-        .unwrap();
-    assert!(killed);
-    let err = appender.await.unwrap().unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Unavailable {
-                outcome: Outcome::Unknown,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    kill_waiting_append(&backend, &ns, &s, ExpectedVersion::Exact(n), &one).await;
     blocker.rollback().await.unwrap();
     let first = backend
         .append(&s, ExpectedVersion::Exact(n), one.clone())

@@ -38,6 +38,21 @@ fn packed(id: u128) -> Vec<u8> {
     out
 }
 
+/// The six keys every release's append script takes, on the single node's one partition:
+/// head, events, ids (or marker), log, live streams, all streams.
+fn append_keys(prefix: &str, stream: &str) -> [String; 6] {
+    let key = |kind: &str| format!("{prefix}:{{p0}}:{kind}:{stream}");
+    let part = |kind: &str| format!("{prefix}:{{p0}}:{kind}");
+    [
+        key("h"),
+        key("e"),
+        key("i"),
+        part("log"),
+        part("live"),
+        part("all"),
+    ]
+}
+
 /// An append by the previous release's script: its keys and its 14-argument form.
 async fn previous_append(
     conn: &mut redis::aio::MultiplexedConnection,
@@ -46,18 +61,13 @@ async fn previous_append(
     expected: &str,
     ids: &[u128],
 ) -> redis::RedisResult<redis::Value> {
-    let key = |kind: &str| format!("{prefix}:{{p0}}:{kind}:{stream}");
-    let part = |kind: &str| format!("{prefix}:{{p0}}:{kind}");
     let bytes: Vec<[u8; 16]> = ids.iter().map(|i| i.to_be_bytes()).collect();
     let script = redis::Script::new(PREVIOUS);
     let mut inv = script.prepare_invoke();
-    inv.key(key("h"))
-        .key(key("e"))
-        .key(key("i"))
-        .key(part("log"))
-        .key(part("live"))
-        .key(part("all"))
-        .arg(stream)
+    for key in append_keys(prefix, stream) {
+        inv.key(key);
+    }
+    inv.arg(stream)
         .arg(expected)
         .arg(0)
         .arg(ids.len())
@@ -271,19 +281,13 @@ async fn ids_in_head_append(
     expected: &str,
     ids: &[u128],
 ) -> redis::RedisResult<redis::Value> {
-    let key = |kind: &str| format!("{prefix}:{{p0}}:{kind}:{stream}");
-    let part = |kind: &str| format!("{prefix}:{{p0}}:{kind}");
     let bytes: Vec<[u8; 16]> = ids.iter().map(|i| i.to_be_bytes()).collect();
     let script = redis::Script::new(IDS_IN_HEAD);
     let mut inv = script.prepare_invoke();
-    inv.key(key("h"))
-        .key(key("e"))
-        .key(key("i"))
-        .key(part("log"))
-        .key(part("live"))
-        .key(part("all"))
-        .arg(stream)
-        .arg(expected);
+    for key in append_keys(prefix, stream) {
+        inv.key(key);
+    }
+    inv.arg(stream).arg(expected);
     if ids.len() > 1 {
         inv.arg(&bytes.iter().min().unwrap()[..])
             .arg(&bytes.iter().max().unwrap()[..]);
