@@ -1,5 +1,5 @@
-//! [`EventStore`] for [`PgBackend`]: appends through one PL/pgSQL call (a single event to a
-//! stream that exists through one plain statement first), reads by stream.
+//! [`EventStore`] for [`PgBackend`]: appends in one round trip (a batch through the PL/pgSQL
+//! function, a single event through plain statements where it can), reads by stream.
 
 use async_trait::async_trait;
 use cqrs_core::{
@@ -10,7 +10,7 @@ use futures::TryStreamExt as _;
 use sqlx::{postgres::PgRow, Row};
 
 use crate::backend::{
-    clamp_i64, count_i64, cut_bytes, events_from_rows, position, stream_state, to_u64, EventColumns, Xid8,
+    clamp_i64, count_i64, cut_bytes, events_from_rows, position, stream_state, to_u64, EventColumns,
 };
 use crate::error::{self, Sent};
 use crate::PgBackend;
@@ -31,29 +31,26 @@ fn expected_args(expected: ExpectedVersion) -> (i16, i64) {
     }
 }
 
-/// The single-event fast path (see the file): one event, a stream that exists.
+/// A single event, in one round trip (see the file): plain statements when the stream
+/// exists and the expectation holds, the append function otherwise.
 const APPEND_ONE: &str = include_str!("sql/append_one.sql");
 
-/// Appends `event` through [`APPEND_ONE`] when `expected` allows it: `Ok(None)` when that
-/// statement wrote nothing (a missing or deleted stream, a conflict, a re-send with an
-/// expectation that no longer holds, the largest version, or NoStream, which it does not
-/// try), and the caller runs the append function, which decides every case.
+/// Runs [`APPEND_ONE`] for `event` on `executor` and turns its row into the outcome; fails
+/// like [`run_append`] (a committed id whose expectation still holds is
+/// [`Error::AlreadyExists`]).
 pub(crate) async fn run_append_one<'e, E>(
     executor: E,
     sql: &str,
     stream: &StreamId,
     expected: ExpectedVersion,
     event: &EventData,
-) -> Result<Option<AppendOutcome>>
+) -> Result<AppendOutcome>
 where
     E: sqlx::Executor<'e, Database = sqlx::Postgres>,
 {
     let (kind, version) = expected_args(expected);
-    if kind == 1 {
-        return Ok(None);
-    }
     let bytes = i64::try_from(event.payload.len()).unwrap_or(i64::MAX);
-    let row: Option<(i64, Xid8, i64)> = sqlx::query_as(sql)
+    let row: Vec<Option<i64>> = sqlx::query_scalar(sql)
         .bind(stream.as_str())
         .bind(kind)
         .bind(version)
@@ -65,18 +62,10 @@ where
         .bind(event.metadata.to_json())
         .bind(event.payload.as_ref())
         .bind(bytes)
-        .fetch_optional(executor)
+        .fetch_one(executor)
         .await
         .map_err(|e| error::map(e, Sent::Maybe, Some(stream)))?;
-    let Some((last, Xid8(tx), seq)) = row else {
-        return Ok(None);
-    };
-    let last = to_u64(last)?;
-    Ok(Some(AppendOutcome {
-        first_version: last,
-        next_expected: last,
-        position: Some(position(tx, seq)?),
-    }))
+    Reply::from_array(&row)?.outcome(stream, expected)
 }
 
 /// Asks whether `events` are already committed in `stream`, in order (see the sixth migration).
@@ -404,22 +393,12 @@ impl EventStore for PgBackend {
         self.begin()?;
         self.limits.check_batch(&events)?;
         let mut conn = self.conn().await?;
-        if let [event] = events.as_slice() {
-            self.trip();
-            match run_append_one(&mut *conn, &self.sql(APPEND_ONE), stream, expected, event).await {
-                Ok(Some(outcome)) => return Ok(outcome),
-                Ok(None) => {}
-                Err(failed @ Error::AlreadyExists { .. }) => {
-                    return self
-                        .resolve_duplicate(&mut *conn, stream, expected, &events, failed)
-                        .await
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        let sql = self.sql(APPEND);
         self.trip();
-        match run_append(&mut *conn, &sql, stream, expected, &events).await {
+        let result = match events.as_slice() {
+            [event] => run_append_one(&mut *conn, &self.sql(APPEND_ONE), stream, expected, event).await,
+            _ => run_append(&mut *conn, &self.sql(APPEND), stream, expected, &events).await,
+        };
+        match result {
             Err(failed @ Error::AlreadyExists { .. }) => {
                 self.resolve_duplicate(&mut *conn, stream, expected, &events, failed)
                     .await

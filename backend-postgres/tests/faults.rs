@@ -56,8 +56,9 @@ async fn fault_connection_killed_during_append_is_unknown_and_resend_leaves_one_
     killed_during_append(vec![event(1), event(2)]).await;
 }
 
-/// The same through the single-event statement (append_one.sql), first for a stream that
-/// exists, then for one that does not.
+/// The same through the single-event statement (append_one.sql): first for a stream that
+/// does not exist yet (its call of the append function), then for one that does (its own
+/// lock, update and insert).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_connection_killed_during_single_append_is_unknown_and_resend_leaves_one_copy() {
     killed_during_append(vec![event(1)]).await;
@@ -130,8 +131,8 @@ async fn killed_during_append(batch: Vec<EventData>) {
     );
     let n = u64::try_from(batch.len()).unwrap();
     assert_eq!(backend.stream_state(&s).await.unwrap(), StreamState::Live(n));
-    // Once the stream exists, a single event goes through the fast statement: killed while
-    // it waits, re-sent, one copy.
+    // Once the stream exists, a single event takes the statement's own path: killed while it
+    // waits, re-sent, one copy.
     let blocker = backend
         .hold_append(&s, ExpectedVersion::Exact(n), vec![event(7)])
         .await

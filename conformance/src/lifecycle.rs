@@ -538,8 +538,8 @@ pub async fn dropped_calls_leave_nothing_behind(h: Arc<dyn Harness>) -> Outcome 
 }
 
 /// Round-trip budget where `ConformanceHooks::round_trips` counts them: appending a
-/// 10-event batch (new stream, then with a warm Exact), appending one event with Exact and
-/// reading 10 events each take exactly one round trip (100).
+/// 10-event batch (new stream, then with a warm Exact), appending one event (with Exact, and
+/// with Any to a new stream) and reading 10 events each take exactly one round trip (100).
 pub async fn round_trip_budget(h: Arc<dyn Harness>) -> Outcome {
     let Some(hooks) = h.hooks() else {
         not_run!("needs ConformanceHooks::round_trips (no hooks)");
@@ -574,6 +574,12 @@ pub async fn round_trip_budget(h: Arc<dyn Harness>) -> Outcome {
         .await
         .ctx("append")?;
     measure("a 1-event append with Exact", before, trips())?;
+    let fresh = h.namespace().stream("budget-any");
+    let before = trips();
+    es.append(&fresh, ExpectedVersion::Any, events(0, 1))
+        .await
+        .ctx("append")?;
+    measure("a 1-event append with Any to a new stream", before, trips())?;
     let before = trips();
     let read = es.read_stream(&s, 1, 10).await.ctx("read_stream")?;
     measure("a read_stream of 10 events", before, trips())?;
