@@ -91,18 +91,28 @@ fn ok_first(v: &redis::Value) -> u64 {
     words.next().unwrap().parse().unwrap()
 }
 
-#[tokio::test]
-async fn streams_of_the_previous_layout_keep_it_and_old_scripts_cannot_skip_new_ids() {
+/// A store under its own prefix on the single node, and a raw connection beside it.
+async fn open() -> (
+    String,
+    std::sync::Arc<RedisBackend>,
+    redis::aio::MultiplexedConnection,
+) {
     let url = common::single_url().unwrap();
     let prefix = format!("t_layout_{}", uuid::Uuid::now_v7().simple());
     let store = RedisBackend::open(RedisStoreOptions::new(&url).prefix(&prefix))
         .await
         .unwrap();
-    let mut conn = redis::Client::open(url.as_str())
+    let conn = redis::Client::open(url.as_str())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
         .unwrap();
+    (prefix, store, conn)
+}
+
+#[tokio::test]
+async fn streams_of_the_previous_layout_keep_it_and_old_scripts_cannot_skip_new_ids() {
+    let (prefix, store, mut conn) = open().await;
     let hi = 0x50u128 << 120;
 
     // A stream created by the previous release: a batch and a single event.
@@ -303,16 +313,7 @@ async fn ids_in_head_append(
 
 #[tokio::test]
 async fn streams_with_ids_in_the_head_keep_it_and_its_scripts_cannot_miss_prefix_ids() {
-    let url = common::single_url().unwrap();
-    let prefix = format!("t_layout_{}", uuid::Uuid::now_v7().simple());
-    let store = RedisBackend::open(RedisStoreOptions::new(&url).prefix(&prefix))
-        .await
-        .unwrap();
-    let mut conn = redis::Client::open(url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let (prefix, store, mut conn) = open().await;
     let hi = 0x50u128 << 120;
     let head = |stream: &str| format!("{prefix}:{{p0}}:h:{stream}");
 
