@@ -62,12 +62,10 @@ local function id_of(i)
   return string.sub(ARGV[data_at + i], 2, 17)
 end
 
-local h = redis.call('HMGET', KEYS[1], 'v', 'st', 'g', 'b', 'bx', 'm')
-local v, st, g, b, bx, m = h[1] or '0', h[2], h[3], h[4], h[5], h[6]
+-- `greatest`: `g` or `m`; the ordered prefix: versions 1..pe, px its greatest id (none: pe
+-- is '0').
+local v, st, layout, greatest, b, pe, px = id_layout(KEYS[1])
 if st == 'T' then return {'deleted'} end
--- 'g' ordered, 'm' ids in head, 'x' previous (see the top).
-local layout = 'x'
-if g or v == '0' then layout = 'g' elseif m then layout = 'm' end
 local idkey = KEYS[1]
 -- `fresh`: no id of the batch can be committed already. The usual case with time-ordered ids
 -- from one writer: the batch's smallest id is above every committed one. A stream without
@@ -80,12 +78,7 @@ if layout == 'x' then
   known = mx and l[2] == v
   fresh = known and bytes_gt(lo, mx)
 else
-  fresh = v == '0' or bytes_gt(lo, g or m)
-end
--- The ordered prefix: versions 1..pe, px its greatest id (none: pe is '0').
-local pe, px = '0', nil
-if layout == 'g' then
-  if b then pe, px = b, bx else pe, px = v, g end
+  fresh = v == '0' or bytes_gt(lo, greatest)
 end
 
 -- Idempotency first, for every expectation (core decide_append).
@@ -200,7 +193,7 @@ if layout == 'x' then
     if fresh or not top or bytes_gt(hi, top) then top = hi end
   end
 else
-  top = g or m
+  top = greatest
   if fresh or bytes_gt(hi, top) then top = hi end
 end
 -- The prefix grows by this batch: nothing is indexed.
@@ -231,7 +224,7 @@ else
   if layout == 'g' and not b and not grows then
     -- The prefix ends before this batch.
     headf[5], headf[6], nh = 'b', v, 6
-    if g then headf[7], headf[8], nh = 'bx', g, 8 end
+    if greatest then headf[7], headf[8], nh = 'bx', greatest, 8 end
   end
   if st ~= 'L' then headf[nh + 1], headf[nh + 2], nh = 'st', 'L', nh + 2 end
 end

@@ -136,3 +136,22 @@ local function prefix_find(events, x, lo, hi, guess)
   end
   return nil
 end
+
+-- The head as the append and import scripts read it, and the layout of the stream's event-id
+-- index (see append.lua): 'g' ordered (every stream without events too), 'm' ids in the
+-- head, 'x' the previous layout. Returns v ('0' when never written), st, the layout, the
+-- greatest committed id where the layout keeps it (`g` or `m`; nil on 'x' and for a stream
+-- without events), `b` (set once the ordered prefix has ended), and the prefix: its last
+-- version `pe` (a decimal string, '0' when there is none) and its greatest id `px`.
+local function id_layout(head)
+  local h = redis.call('HMGET', head, 'v', 'st', 'g', 'b', 'bx', 'm')
+  local v, st, g, b = h[1] or '0', h[2], h[3], h[4]
+  local layout, pe, px = 'x', '0', nil
+  if g or v == '0' then
+    layout = 'g'
+    if b then pe, px = b, h[5] else pe, px = v, g end
+  elseif h[6] then
+    layout = 'm'
+  end
+  return v, st, layout, g or h[6], b, pe, px
+end

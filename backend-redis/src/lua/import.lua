@@ -8,17 +8,10 @@ local n = tonumber(ARGV[2])
 -- the ordered prefix, which an import ends (imported ids need not ascend); for a stream of
 -- the previous layout (a head with neither `g` nor `m`) the hash KEYS[3]. The greatest id
 -- (`g`, or `m` on a stream of that layout) is kept exact.
-local h = redis.call('HMGET', KEYS[1], 'v', 'st', 'g', 'b', 'bx', 'm')
-local v, st, g, b, bx, m = h[1] or '0', h[2], h[3], h[4], h[5], h[6]
+local v, st, layout, greatest, b, pe, px = id_layout(KEYS[1])
 if st == 'T' then return {'deleted'} end
-local layout = 'x'
-if g or v == '0' then layout = 'g' elseif m then layout = 'm' end
 local idkey = KEYS[1]
 if layout == 'x' then idkey = KEYS[3] end
-local pe, px = 0, nil
-if layout == 'g' then
-  if b then pe, px = tonumber(b), bx else pe, px = tonumber(v), g end
-end
 local hits = 0
 for i = 0, n - 1 do
   local bi = base + i * F
@@ -27,7 +20,7 @@ for i = 0, n - 1 do
   if ver then
     ver = stored_version(ver)
   elseif px and not bytes_gt(id, px) then
-    local at = prefix_find(KEYS[2], id, 1, pe, nil)
+    local at = prefix_find(KEYS[2], id, 1, tonumber(pe), nil)
     if at then ver = string.format('%d', at) end
   end
   if ver then
@@ -51,7 +44,7 @@ if v == '0' then
   redis.call('HSETNX', KEYS[1], 'vf', '1')
 end
 local lid = redis.call('XADD', KEYS[4], '*', 's', ARGV[1], 'f', first, 't', last, 'e', '0-' .. first)
-local top = g or m
+local top = greatest
 for i = 0, n - 1 do
   local bi = base + i * F
   local id = string.sub(ARGV[bi + 2], 2, 17)
@@ -65,9 +58,9 @@ elseif layout == 'm' then
   redis.call('HSET', KEYS[1], 'v', last, 'st', 'L', 'm', top)
 elseif b then
   redis.call('HSET', KEYS[1], 'v', last, 'st', 'L', 'g', top)
-elseif g then
+elseif greatest then
   -- The prefix ends before the imported events.
-  redis.call('HSET', KEYS[1], 'v', last, 'st', 'L', 'g', top, 'b', v, 'bx', g)
+  redis.call('HSET', KEYS[1], 'v', last, 'st', 'L', 'g', top, 'b', v, 'bx', greatest)
 else
   redis.call('HSET', KEYS[1], 'v', last, 'st', 'L', 'g', top, 'b', v)
 end
