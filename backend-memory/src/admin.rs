@@ -65,7 +65,7 @@ impl Admin for MemoryBackend {
         after: Option<&StreamId>,
         limit: usize,
     ) -> Result<Vec<(StreamId, StreamState)>> {
-        self.begin()?;
+        self.begin().await?;
         let inner = self.lock()?;
         let log = &inner.log;
         let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
@@ -79,7 +79,7 @@ impl Admin for MemoryBackend {
 
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", stream = %stream, from = from, max = max))]
     async fn read_raw(&self, stream: &StreamId, from: u64, max: usize) -> Result<Vec<RecordedEvent>> {
-        self.begin()?;
+        self.begin().await?;
         let inner = self.lock()?;
         let Some(record) = inner.log.record(stream) else {
             return Ok(Vec::new());
@@ -90,7 +90,7 @@ impl Admin for MemoryBackend {
 
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", stream = %stream, events = events.len()))]
     async fn import_commit(&self, stream: &StreamId, events: Vec<ImportedEvent>) -> Result<()> {
-        self.begin()?;
+        self.begin().await?;
         let data: Vec<EventData> = events.iter().map(|e| e.data.clone()).collect();
         self.limits.check_batch(&data)?;
         self.lock()?.log.import(stream, events)
@@ -98,7 +98,7 @@ impl Admin for MemoryBackend {
 
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", stream = %stream, state = %state))]
     async fn set_stream_state(&self, stream: &StreamId, state: StreamState) -> Result<()> {
-        self.begin()?;
+        self.begin().await?;
         self.lock()?.log.set_state(stream, state)
     }
 }

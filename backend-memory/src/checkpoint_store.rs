@@ -37,14 +37,14 @@ impl Inner {
 impl CheckpointStore for MemoryBackend {
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", name = %name))]
     async fn load(&self, name: &str) -> Result<Option<Checkpoint>> {
-        self.begin()?;
+        self.begin().await?;
         validate_name("checkpoint name", name)?;
         Ok(self.lock()?.checkpoints.get(name).cloned())
     }
 
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", name = %name, epoch = lease_epoch))]
     async fn save(&self, name: &str, checkpoint: &Checkpoint, lease_epoch: u64) -> Result<()> {
-        self.begin()?;
+        self.begin().await?;
         let mut inner = self.lock()?;
         inner.check_checkpoint_write(name, checkpoint, lease_epoch)?;
         inner.checkpoints.insert(name.to_owned(), checkpoint.clone());
@@ -53,7 +53,7 @@ impl CheckpointStore for MemoryBackend {
 
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", name = %name, epoch = lease_epoch))]
     async fn reset(&self, name: &str, lease_epoch: u64) -> Result<()> {
-        self.begin()?;
+        self.begin().await?;
         validate_name("checkpoint name", name)?;
         let mut inner = self.lock()?;
         inner.check_fence(name, lease_epoch)?;
@@ -63,7 +63,7 @@ impl CheckpointStore for MemoryBackend {
 
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", name = %name, owner = %owner, ttl = ?ttl))]
     async fn acquire(&self, name: &str, owner: &str, ttl: Duration) -> Result<Lease> {
-        self.begin()?;
+        self.begin().await?;
         validate_name("lease name", name)?;
         validate_name("lease owner", owner)?;
         let now = self.clock.now();
@@ -91,7 +91,7 @@ impl CheckpointStore for MemoryBackend {
 
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", name = %lease.name, owner = %lease.owner, epoch = lease.epoch, ttl = ?ttl))]
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
-        self.begin()?;
+        self.begin().await?;
         let now = self.clock.now();
         let mut inner = self.lock()?;
         match inner.leases.get_mut(&lease.name) {
@@ -109,7 +109,7 @@ impl CheckpointStore for MemoryBackend {
 
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", name = %lease.name, owner = %lease.owner, epoch = lease.epoch))]
     async fn release(&self, lease: &Lease) -> Result<()> {
-        self.begin()?;
+        self.begin().await?;
         let now = self.clock.now();
         let mut inner = self.lock()?;
         if let Some(held) = inner.leases.get_mut(&lease.name) {

@@ -297,7 +297,7 @@ impl EventStore for MemoryBackend {
         expected: ExpectedVersion,
         events: Vec<EventData>,
     ) -> Result<AppendOutcome> {
-        self.begin()?;
+        self.begin().await?;
         self.limits.check_batch(&events)?;
         let now = self.clock.now();
         self.lock()?.log.append(stream, expected, events, now)
@@ -305,7 +305,7 @@ impl EventStore for MemoryBackend {
 
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", stream = %stream, from = from, max = max))]
     async fn read_stream(&self, stream: &StreamId, from: u64, max: usize) -> Result<Vec<RecordedEvent>> {
-        self.begin()?;
+        self.begin().await?;
         let inner = self.lock()?;
         let Some(record) = inner.log.readable(stream)? else {
             return Ok(Vec::new());
@@ -324,7 +324,7 @@ impl EventStore for MemoryBackend {
         from: Option<u64>,
         max: usize,
     ) -> Result<Vec<RecordedEvent>> {
-        self.begin()?;
+        self.begin().await?;
         let inner = self.lock()?;
         let Some(record) = inner.log.readable(stream)? else {
             return Ok(Vec::new());
@@ -340,13 +340,13 @@ impl EventStore for MemoryBackend {
 
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", stream = %stream))]
     async fn stream_state(&self, stream: &StreamId) -> Result<StreamState> {
-        self.begin()?;
+        self.begin().await?;
         Ok(self.lock()?.log.state_of(stream))
     }
 
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", max = max))]
     async fn read_all(&self, from: &Checkpoint, max: usize, filter: &EventFilter) -> Result<Batch> {
-        self.begin()?;
+        self.begin().await?;
         self.lock()?
             .log
             .read_all(&self.identity, from, max, self.limits.max_read_bytes, filter)
@@ -359,7 +359,7 @@ impl EventStore for MemoryBackend {
         expected: ExpectedVersion,
         mode: DeleteMode,
     ) -> Result<()> {
-        self.begin()?;
+        self.begin().await?;
         let mut inner = self.lock()?;
         if inner.log.delete(stream, expected, mode)? {
             inner.snapshots.remove(stream);
@@ -369,13 +369,13 @@ impl EventStore for MemoryBackend {
 
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", stream = %stream, version = version))]
     async fn truncate_before(&self, stream: &StreamId, version: u64) -> Result<()> {
-        self.begin()?;
+        self.begin().await?;
         self.lock()?.log.truncate(stream, version)
     }
 
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", limit = limit))]
     async fn list_streams(&self, after: Option<&StreamId>, limit: usize) -> Result<StreamPage> {
-        self.begin()?;
+        self.begin().await?;
         if limit == 0 {
             return Err(Error::invalid("list_streams limit must be at least 1"));
         }
@@ -399,7 +399,7 @@ impl EventStore for MemoryBackend {
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory"))]
     async fn close(&self) -> Result<()> {
         // `begin` counts the call; its `Closed` answer is ignored: closing twice is fine.
-        let _ = self.begin();
+        let _ = self.begin().await;
         self.shut();
         Ok(())
     }

@@ -75,7 +75,7 @@ impl Inner {
 impl ReadStore for MemoryBackend {
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", collection = %collection, field = %field, ty = ?ty))]
     async fn ensure_index(&self, collection: &str, field: &str, ty: FieldType) -> Result<()> {
-        self.begin()?;
+        self.begin().await?;
         check_collection(collection)?;
         cqrs_core::validate_field(field)?;
         let now = self.clock.now();
@@ -99,7 +99,7 @@ impl ReadStore for MemoryBackend {
 
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", collection = %collection, id = %document.id))]
     async fn upsert(&self, collection: &str, document: Document) -> Result<()> {
-        self.begin()?;
+        self.begin().await?;
         check_collection(collection)?;
         let mut inner = self.lock()?;
         let none = BTreeMap::new();
@@ -115,7 +115,7 @@ impl ReadStore for MemoryBackend {
 
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", collection = %collection, documents = documents.len()))]
     async fn upsert_batch(&self, collection: &str, documents: Vec<Document>) -> Result<()> {
-        self.begin()?;
+        self.begin().await?;
         check_collection(collection)?;
         let mut inner = self.lock()?;
         let none = BTreeMap::new();
@@ -132,7 +132,7 @@ impl ReadStore for MemoryBackend {
 
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", collection = %collection, id = %id))]
     async fn get(&self, collection: &str, id: &str) -> Result<Option<Document>> {
-        self.begin()?;
+        self.begin().await?;
         check_collection(collection)?;
         validate_name("document id", id)?;
         let now = self.clock.now();
@@ -147,7 +147,7 @@ impl ReadStore for MemoryBackend {
 
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", collection = %collection, id = %id))]
     async fn delete(&self, collection: &str, id: &str) -> Result<bool> {
-        self.begin()?;
+        self.begin().await?;
         check_collection(collection)?;
         validate_name("document id", id)?;
         let now = self.clock.now();
@@ -161,7 +161,7 @@ impl ReadStore for MemoryBackend {
 
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", collection = %collection))]
     async fn query(&self, collection: &str, query: &Query) -> Result<QueryPage> {
-        self.begin()?;
+        self.begin().await?;
         check_collection(collection)?;
         let now = self.clock.now();
         let inner = self.lock()?;
@@ -174,7 +174,7 @@ impl ReadStore for MemoryBackend {
 
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", collection = %collection))]
     async fn count(&self, collection: &str, filters: &[Filter]) -> Result<u64> {
-        self.begin()?;
+        self.begin().await?;
         check_collection(collection)?;
         let now = self.clock.now();
         let inner = self.lock()?;
@@ -196,7 +196,7 @@ impl ReadStore for MemoryBackend {
 
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", name = %checkpoint.name, epoch = checkpoint.lease_epoch, changes = changes.len()))]
     async fn commit(&self, changes: Vec<Change>, checkpoint: CheckpointUpdate) -> Result<()> {
-        self.begin()?;
+        self.begin().await?;
         let mut inner = self.lock()?;
         inner.check_checkpoint_write(&checkpoint.name, &checkpoint.checkpoint, checkpoint.lease_epoch)?;
         inner.check_changes(&self.limits, &changes)?;
@@ -207,7 +207,7 @@ impl ReadStore for MemoryBackend {
 
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", collection = %collection))]
     async fn sweep_expired(&self, collection: &str) -> Result<u64> {
-        self.begin()?;
+        self.begin().await?;
         check_collection(collection)?;
         let now = self.clock.now();
         let mut inner = self.lock()?;
@@ -221,7 +221,7 @@ impl ReadStore for MemoryBackend {
 
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", collection = %collection))]
     async fn drop_collection(&self, collection: &str) -> Result<()> {
-        self.begin()?;
+        self.begin().await?;
         check_collection(collection)?;
         self.lock()?.collections.remove(collection);
         Ok(())

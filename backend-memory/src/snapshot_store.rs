@@ -12,7 +12,7 @@ use crate::MemoryBackend;
 impl SnapshotStore for MemoryBackend {
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", stream = %snapshot.stream_id, version = snapshot.version))]
     async fn save(&self, snapshot: Snapshot) -> Result<()> {
-        self.begin()?;
+        self.begin().await?;
         self.limits.check_document(snapshot.payload.len())?;
         check_version(snapshot.version)?;
         self.lock()?
@@ -25,7 +25,7 @@ impl SnapshotStore for MemoryBackend {
 
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", stream = %stream))]
     async fn load_latest(&self, stream: &StreamId) -> Result<Option<Snapshot>> {
-        self.begin()?;
+        self.begin().await?;
         let inner = self.lock()?;
         Ok(inner
             .snapshots
@@ -36,7 +36,7 @@ impl SnapshotStore for MemoryBackend {
 
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", stream = %stream, version = version))]
     async fn load_at_or_before(&self, stream: &StreamId, version: u64) -> Result<Option<Snapshot>> {
-        self.begin()?;
+        self.begin().await?;
         let inner = self.lock()?;
         Ok(inner
             .snapshots
@@ -47,14 +47,14 @@ impl SnapshotStore for MemoryBackend {
 
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", stream = %stream))]
     async fn delete(&self, stream: &StreamId) -> Result<u64> {
-        self.begin()?;
+        self.begin().await?;
         let removed = self.lock()?.snapshots.remove(stream);
         Ok(removed.map_or(0, |by_version| count(by_version.len())))
     }
 
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", limit = limit))]
     async fn list(&self, after: Option<&SnapshotKey>, limit: usize) -> Result<Vec<SnapshotKey>> {
-        self.begin()?;
+        self.begin().await?;
         let inner = self.lock()?;
         let lower = after.map_or(Bound::Unbounded, |k| Bound::Included(&k.stream_id));
         let keys = inner

@@ -93,7 +93,15 @@ impl MemoryBackend {
 
     /// Counts a call and refuses it after `close`. Every trait method starts here, before
     /// validating its input.
-    pub(crate) fn begin(&self) -> Result<()> {
+    ///
+    /// It is also where the embedded store cooperates with the scheduler: nothing in a memory
+    /// call waits, so without this a task looping on store calls would never return `Pending`,
+    /// a `tokio::time::timeout` around it would never fire and a few such tasks would starve
+    /// every worker thread. Tokio's task budget makes the call yield once its budget (128
+    /// units per poll) is spent, and costs one thread-local check otherwise. Outside a tokio
+    /// runtime the budget is unconstrained and this never yields.
+    pub(crate) async fn begin(&self) -> Result<()> {
+        tokio::task::coop::consume_budget().await;
         self.calls.fetch_add(1, Ordering::Relaxed);
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);

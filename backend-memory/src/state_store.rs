@@ -33,7 +33,7 @@ fn next_version(kind: &str, id: &str, expected: StateExpectation, current: Optio
 impl StateStore for MemoryBackend {
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", kind = %kind, id = %id))]
     async fn get(&self, kind: &str, id: &str) -> Result<Option<Versioned<Bytes>>> {
-        self.begin()?;
+        self.begin().await?;
         validate_state_key(kind, id)?;
         let inner = self.lock()?;
         Ok(inner
@@ -50,7 +50,7 @@ impl StateStore for MemoryBackend {
         id: &str,
         known_version: u64,
     ) -> Result<Conditional<Versioned<Bytes>>> {
-        self.begin()?;
+        self.begin().await?;
         validate_state_key(kind, id)?;
         let inner = self.lock()?;
         let entry = inner.states.get(kind).and_then(|entries| entries.get(id));
@@ -62,7 +62,7 @@ impl StateStore for MemoryBackend {
 
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", kind = %kind, id = %id, expected = ?expected))]
     async fn put(&self, kind: &str, id: &str, expected: StateExpectation, value: Bytes) -> Result<u64> {
-        self.begin()?;
+        self.begin().await?;
         validate_state_key(kind, id)?;
         self.limits.check_document(value.len())?;
         let mut inner = self.lock()?;
@@ -82,7 +82,7 @@ impl StateStore for MemoryBackend {
 
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", kind = %kind, writes = writes.len()))]
     async fn put_batch(&self, kind: &str, writes: Vec<StateWrite>) -> Result<Vec<u64>> {
-        self.begin()?;
+        self.begin().await?;
         check_state_batch(&self.limits, kind, &writes)?;
         let mut inner = self.lock()?;
         // Decide every write first, then apply: one failed check leaves everything as it was.
@@ -117,7 +117,7 @@ impl StateStore for MemoryBackend {
 
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", kind = %kind, id = %id, expected = ?expected))]
     async fn delete(&self, kind: &str, id: &str, expected: Option<u64>) -> Result<()> {
-        self.begin()?;
+        self.begin().await?;
         validate_state_key(kind, id)?;
         let mut inner = self.lock()?;
         let Some(entries) = inner.states.get_mut(kind) else {
@@ -140,7 +140,7 @@ impl StateStore for MemoryBackend {
 
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", kind = %kind, limit = limit))]
     async fn list(&self, kind: &str, after: Option<&str>, limit: usize) -> Result<Vec<(String, u64)>> {
-        self.begin()?;
+        self.begin().await?;
         validate_name("state kind", kind)?;
         let inner = self.lock()?;
         let Some(entries) = inner.states.get(kind) else {
