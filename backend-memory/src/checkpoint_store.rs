@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cqrs_core::{
-    lease::{check_epoch, check_forward},
+    lease::{check_epoch, check_forward, check_ttl},
     validate_name, Checkpoint, CheckpointStore, Error, Lease, Result,
 };
 
@@ -66,6 +66,7 @@ impl CheckpointStore for MemoryBackend {
         self.begin().await?;
         validate_name("lease name", name)?;
         validate_name("lease owner", owner)?;
+        check_ttl(ttl)?;
         let now = self.clock.now();
         let mut inner = self.lock()?;
         let epoch = match inner.leases.get(name) {
@@ -92,6 +93,7 @@ impl CheckpointStore for MemoryBackend {
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", name = %lease.name, owner = %lease.owner, epoch = lease.epoch, ttl = ?ttl))]
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
         self.begin().await?;
+        check_ttl(ttl)?;
         let now = self.clock.now();
         let mut inner = self.lock()?;
         match inner.leases.get_mut(&lease.name) {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bson::{doc, Bson, Document};
 use cqrs_core::{
-    lease::{check_epoch, check_forward},
+    lease::{check_epoch, check_forward, check_ttl},
     Checkpoint, Error, Lease, Result, Timestamp,
 };
 
@@ -177,6 +177,7 @@ impl cqrs_core::CheckpointStore for MongoBackend {
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "mongo", name, owner))]
     async fn acquire(&self, name: &str, owner: &str, ttl: Duration) -> Result<Lease> {
         self.open()?;
+        check_ttl(ttl)?;
         for _ in 0..CAS_ATTEMPTS {
             let now = self.inner.clock.now();
             let until = now.saturating_add(ttl);
@@ -213,6 +214,7 @@ impl cqrs_core::CheckpointStore for MongoBackend {
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "mongo", name = %lease.name, owner = %lease.owner, epoch = lease.epoch))]
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
         self.open()?;
+        check_ttl(ttl)?;
         let until = self.inner.clock.now().saturating_add(ttl);
         let r = self
             .coll(Coll::Checkpoints)

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cqrs_core::{
-    lease::{check_epoch, check_forward},
+    lease::{check_epoch, check_forward, check_ttl},
     validate_name, Checkpoint, CheckpointStore, Error, Lease, Result, Timestamp,
 };
 use sqlx::{PgConnection, Row};
@@ -17,6 +17,7 @@ use crate::{error, PgBackend};
 pub(crate) const NOW_MS: &str = "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 
 /// Milliseconds of a duration, saturating.
+/// A TTL in milliseconds; [`check_ttl`] has bounded it far below `i64::MAX`.
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -143,6 +144,7 @@ impl CheckpointStore for PgBackend {
         self.begin()?;
         validate_name("lease name", name)?;
         validate_name("lease owner", owner)?;
+        check_ttl(ttl)?;
         let mut tx = crate::begin(&self.pool).await.map_err(error::not_sent)?;
         self.lock_name(&mut tx, name).await?;
         self.trip();
@@ -195,6 +197,7 @@ impl CheckpointStore for PgBackend {
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "postgres", name = %lease.name, owner = %lease.owner, epoch = lease.epoch, ttl = ?ttl))]
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
         self.begin()?;
+        check_ttl(ttl)?;
         self.trip();
         let row = sqlx::query(&self.sql(&format!(
             "WITH cur AS (SELECT epoch FROM __SCHEMA__.leases WHERE name = $1),

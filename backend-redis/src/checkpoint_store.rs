@@ -13,13 +13,11 @@ use cqrs_core::{
 use crate::conn::reply;
 use crate::error::unexpected;
 use crate::{scripts, RedisBackend};
-use cqrs_core::lease::check_epoch;
+use cqrs_core::lease::{check_epoch, check_ttl};
 
-/// Longest lease accepted (longer TTLs are capped): 100 years.
-const MAX_TTL_MS: u128 = 100 * 365 * 24 * 3_600 * 1_000;
-
+/// A TTL in milliseconds; [`check_ttl`] has bounded it far below `u64::MAX`.
 fn ttl_ms(ttl: Duration) -> u64 {
-    u64::try_from(ttl.as_millis().min(MAX_TTL_MS)).unwrap_or(u64::MAX)
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl RedisBackend {
@@ -116,6 +114,7 @@ impl CheckpointStore for RedisBackend {
         let _call = self.begin()?;
         validate_name("lease name", name)?;
         validate_name("lease owner", owner)?;
+        check_ttl(ttl)?;
         let [epochs, owners, expiries] = self.lease_keys();
         let answer = self
             .conn
@@ -143,6 +142,7 @@ impl CheckpointStore for RedisBackend {
     #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "redis", name = %lease.name, owner = %lease.owner, epoch = lease.epoch, ttl = ?ttl))]
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
         let _call = self.begin()?;
+        check_ttl(ttl)?;
         let [epochs, owners, expiries] = self.lease_keys();
         let answer = self
             .conn

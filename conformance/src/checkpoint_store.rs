@@ -39,6 +39,46 @@ fn ensure_fenced<T: std::fmt::Debug>(
     }
 }
 
+/// A lease TTL outside 1 ms ..= `MAX_LEASE_TTL` is InvalidInput on acquire and renew, on
+/// every backend, before any I/O: nothing is leased (another owner can still acquire), and
+/// the bounds themselves are accepted.
+pub async fn lease_ttl_bounds_are_the_same_everywhere(h: Arc<dyn Harness>) -> Outcome {
+    use cqrs_core::lease::MAX_LEASE_TTL;
+    let store = h.stores().checkpoints.clone();
+    let ns = h.namespace();
+    let (name, a, b) = (ns.name("ttl"), ns.name("owner-a"), ns.name("owner-b"));
+    let refused = [
+        Duration::ZERO,
+        Duration::from_micros(999),
+        MAX_LEASE_TTL + Duration::from_millis(1),
+        Duration::from_secs(u64::MAX),
+    ];
+    for ttl in refused {
+        ensure_err!(
+            store.acquire(&name, &a, ttl).await,
+            Error::InvalidInput { .. },
+            "acquire with a ttl of {ttl:?}"
+        );
+    }
+    let lease = store
+        .acquire(&name, &b, MAX_LEASE_TTL)
+        .await
+        .ctx("acquire with the longest ttl, after refused acquires by another owner")?;
+    ensure_eq!(lease.epoch, 1, "epoch of the first lease granted");
+    for ttl in refused {
+        ensure_err!(
+            store.renew(&lease, ttl).await,
+            Error::InvalidInput { .. },
+            "renew with a ttl of {ttl:?}"
+        );
+    }
+    store
+        .renew(&lease, Duration::from_millis(1))
+        .await
+        .ctx("renew with the shortest ttl")?;
+    Ok(Verdict::Passed)
+}
+
 /// Loading a checkpoint never saved returns None (item 66).
 pub async fn load_missing_is_none(h: Arc<dyn Harness>) -> Outcome {
     let store = h.stores().checkpoints.clone();
@@ -458,6 +498,7 @@ macro_rules! __checkpoint_store_tests {
             [
                 load_missing_is_none,
                 save_and_load_round_trip,
+                lease_ttl_bounds_are_the_same_everywhere,
                 never_moves_backwards,
                 lease_is_exclusive_while_live,
                 takeover_fences_the_old_holder,

@@ -5,7 +5,36 @@
 //! [`Error::Fenced`]; a newer one was never handed out and is [`Error::InvalidInput`]. A
 //! checkpoint never moves backwards.
 
+use std::time::Duration;
+
 use crate::{Checkpoint, Error, Result};
+
+/// The longest lease TTL any backend grants: one day.
+///
+/// A TTL only bounds how long a crashed holder keeps the others out, and holders renew long
+/// before it lapses, so a day is already past any use. One bound for every backend means one
+/// answer for one input: before it, `u64::MAX` seconds was clamped on memory and Redis but
+/// overflowed PostgreSQL's `bigint` milliseconds.
+pub const MAX_LEASE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Checks a lease TTL before any I/O: from 1 ms (the precision every backend keeps, so a
+/// shorter lease would lapse as it is granted) to [`MAX_LEASE_TTL`].
+///
+/// # Errors
+/// [`Error::InvalidInput`] naming the TTL and the bound it breaks.
+pub fn check_ttl(ttl: Duration) -> Result<()> {
+    if ttl < Duration::from_millis(1) {
+        return Err(Error::invalid(format!(
+            "lease ttl {ttl:?} is shorter than 1 ms, the precision leases are kept in"
+        )));
+    }
+    if ttl > MAX_LEASE_TTL {
+        return Err(Error::invalid(format!(
+            "lease ttl {ttl:?} is longer than the limit of {MAX_LEASE_TTL:?} (cqrs_core::lease::MAX_LEASE_TTL)"
+        )));
+    }
+    Ok(())
+}
 
 /// Checks a write's lease epoch against the name's current epoch.
 ///
@@ -45,6 +74,23 @@ pub fn check_forward(name: &str, stored: Option<&Checkpoint>, new: &Checkpoint) 
 mod tests {
     use super::*;
     use crate::Position;
+
+    #[test]
+    fn lease_ttls_from_a_millisecond_to_a_day() {
+        assert!(check_ttl(Duration::from_millis(1)).is_ok());
+        assert!(check_ttl(MAX_LEASE_TTL).is_ok());
+        for bad in [
+            Duration::ZERO,
+            Duration::from_micros(999),
+            MAX_LEASE_TTL + Duration::from_millis(1),
+            Duration::from_secs(u64::MAX),
+        ] {
+            assert!(
+                matches!(check_ttl(bad), Err(Error::InvalidInput { .. })),
+                "{bad:?}"
+            );
+        }
+    }
 
     #[test]
     fn epochs_fence_older_and_refuse_unissued() {
