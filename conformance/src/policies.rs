@@ -193,7 +193,8 @@ pub async fn stale_or_corrupt_snapshot_falls_back_to_replay(h: Arc<dyn Harness>)
         content_type: ContentType::Json,
         content_encoding: ContentEncoding::Identity,
         taken_at: Timestamp::from_millis(0),
-    };
+    }
+    .seal();
     h.stores()
         .snapshots
         .save(stale.clone())
@@ -214,13 +215,15 @@ pub async fn stale_or_corrupt_snapshot_falls_back_to_replay(h: Arc<dyn Harness>)
         .to_vec();
     let mid = gz.len() / 2;
     gz[mid] ^= 0xff;
+    // Sealed over the corrupt bytes, so only gzip's own check can refuse it.
     let corrupt = Snapshot {
         version: 4,
         schema_revision: Counter::SNAPSHOT_REVISION,
         payload: gz.into(),
         content_encoding: ContentEncoding::Gzip,
         ..stale
-    };
+    }
+    .seal();
     h.stores()
         .snapshots
         .save(corrupt)
@@ -232,6 +235,67 @@ pub async fn stale_or_corrupt_snapshot_falls_back_to_replay(h: Arc<dyn Harness>)
         (15, 5),
         "corrupt snapshot ignored"
     );
+    Ok(Verdict::Passed)
+}
+
+/// A snapshot changed at rest is detected whatever its encoding and the stream is replayed:
+/// one digit of an identity-encoded payload, or the version it claims, or a snapshot written
+/// without the integrity frame (DESIGN section 3: snapshots are a cache, events the truth).
+pub async fn snapshot_changed_at_rest_falls_back_to_replay(h: Arc<dyn Harness>) -> Outcome {
+    let id = h.namespace().name("c");
+    let r = snapshotting(&h, SnapshotPolicy::EveryEvents(12)).snapshot_encoding(ContentEncoding::Identity);
+    add_n(&r, &id, 12).await?; // 1 + 2 + ... + 12 = 78, snapshotted at version 12
+    let stream = r.stream_id(&id).ctx("stream id")?;
+    let snaps = h.stores().snapshots.clone();
+    let Some(good) = snaps.load_latest(&stream).await.ctx("load the snapshot")? else {
+        return Err(crate::Failure("EveryEvents(12) took no snapshot".into()));
+    };
+    ensure_eq!(
+        r.load(&id).await.ctx("load")?.snapshot_version,
+        12,
+        "the untouched snapshot is used"
+    );
+    let body = good.unseal().ctx("unseal the stored snapshot")?;
+    let Some(digit) = body.windows(2).position(|w| w == b"78") else {
+        return Err(crate::Failure(format!(
+            "the identity-encoded body {:?} holds no 78",
+            String::from_utf8_lossy(&body)
+        )));
+    };
+    let mut changed = good.payload.to_vec();
+    changed[8 + digit] = b'8'; // 8: the frame's header; now the body says 88
+    let wrong_version = Snapshot {
+        version: 11,
+        ..good.clone()
+    };
+    let unsealed = Snapshot {
+        payload: body.clone(),
+        ..good.clone()
+    };
+    for (what, at_rest) in [
+        (
+            "a digit of the payload",
+            Snapshot {
+                payload: changed.into(),
+                ..good.clone()
+            },
+        ),
+        ("the version", wrong_version),
+        ("the integrity frame removed", unsealed),
+    ] {
+        snaps.delete(&stream).await.ctx("delete snapshots")?;
+        snaps.save(at_rest).await.ctx("save the changed snapshot")?;
+        let loaded = r.load(&id).await.ctx("load")?;
+        ensure_eq!(
+            (
+                loaded.state.value,
+                loaded.snapshot_version,
+                loaded.events_replayed
+            ),
+            (78, 0, 12),
+            "state, snapshot version and events replayed with {what} changed at rest"
+        );
+    }
     Ok(Verdict::Passed)
 }
 
@@ -527,6 +591,7 @@ macro_rules! __policies_tests {
                 snapshot_every_n_fires_once_per_n,
                 failed_commands_take_no_snapshot,
                 stale_or_corrupt_snapshot_falls_back_to_replay,
+                snapshot_changed_at_rest_falls_back_to_replay,
                 upcasting_leaves_stored_bytes_unchanged,
                 missing_upcast_path_is_a_clear_error,
                 conflict_retry_applies_every_command_once,

@@ -154,7 +154,16 @@ impl<A: Aggregate> EventSourcedRepository<A> {
             events_replayed: 0,
         };
         if let Some((store, _)) = &self.snapshots {
-            if let Some(snap) = store.load_latest(&stream).await? {
+            let latest = match store.load_latest(&stream).await {
+                Ok(latest) => latest,
+                // Unreadable fields: the snapshot is a cache, the events are the truth.
+                Err(e @ (Error::Corrupt { .. } | Error::Codec { .. })) => {
+                    reject_snapshot::<A>(&stream, "unreadable", &e);
+                    None
+                }
+                Err(e) => return Err(e),
+            };
+            if let Some(snap) = latest {
                 if let Some(state) = decode_snapshot::<A>(&snap) {
                     loaded.state = state;
                     loaded.version = snap.version;
@@ -284,18 +293,49 @@ impl<A: Aggregate> EventSourcedRepository<A> {
             content_type: ContentType::Json,
             content_encoding: self.snapshot_encoding,
             taken_at: now,
-        })
+        }
+        .seal())
     }
 }
 
-/// Decodes a snapshot of the current revision; `None` for a stale or unreadable one, which
-/// the loader answers with a full replay.
+/// Decodes a sealed snapshot of the current revision; `None` for a stale, corrupt or
+/// undecodable one, which the loader answers with a full replay.
 fn decode_snapshot<A: Aggregate>(snap: &Snapshot) -> Option<A> {
-    if snap.schema_revision != A::SNAPSHOT_REVISION || snap.content_type != ContentType::Json {
+    if snap.schema_revision != A::SNAPSHOT_REVISION {
+        // Expected after a schema change: the next snapshot by policy replaces it.
+        metrics::counter!(SNAPSHOTS_REJECTED, "aggregate" => A::KIND, "reason" => "stale_revision")
+            .increment(1);
         return None;
     }
-    let raw = compression::decompress(snap.content_encoding, &snap.payload).ok()?;
-    Json::decode(&raw).ok()
+    let decoded = snap.unseal().and_then(|body| {
+        if snap.content_type != ContentType::Json {
+            return Err(Error::corrupt(format!(
+                "snapshot of {} at version {}: content type {} where the repository writes json",
+                snap.stream_id,
+                snap.version,
+                snap.content_type.as_str()
+            )));
+        }
+        Json::decode(&compression::decompress(snap.content_encoding, &body)?)
+    });
+    match decoded {
+        Ok(state) => Some(state),
+        Err(e) => {
+            reject_snapshot::<A>(&snap.stream_id, "corrupt", &e);
+            None
+        }
+    }
+}
+
+/// The counter of snapshots a load ignored, by aggregate kind and reason (`stale_revision`,
+/// `corrupt`: failed its checksum or decoding, `unreadable`: the store could not read its
+/// fields).
+pub const SNAPSHOTS_REJECTED: &str = "cqrs_snapshots_rejected_total";
+
+/// Counts and logs a snapshot that cannot be trusted: the load replays the stream in full.
+fn reject_snapshot<A: Aggregate>(stream: &StreamId, reason: &'static str, error: &Error) {
+    metrics::counter!(SNAPSHOTS_REJECTED, "aggregate" => A::KIND, "reason" => reason).increment(1);
+    tracing::warn!(%stream, reason, %error, "snapshot ignored: replaying the stream in full");
 }
 
 /// Aggregates need not be `Clone`; a snapshot copy goes through their serde format, which

@@ -16,7 +16,7 @@ mod state_based;
 
 use serde::{de::DeserializeOwned, Serialize};
 
-pub use event_sourced::{EventSourcedRepository, Loaded};
+pub use event_sourced::{EventSourcedRepository, Loaded, SNAPSHOTS_REJECTED};
 pub use hybrid::HybridRepository;
 pub use state_based::StateRepository;
 
