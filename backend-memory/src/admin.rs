@@ -4,10 +4,12 @@ use std::ops::Bound;
 
 use async_trait::async_trait;
 use cqrs_core::{
-    decide_import, Admin, Error, EventData, ImportedEvent, RecordedEvent, Result, StreamId, StreamState,
+    decide_import, Admin, Error, EventData, ImportedEvent, Position, Quarantined, RecordedEvent, Result,
+    StreamId, StreamState,
 };
 
-use crate::state::{page, EventLog};
+use crate::event_store::PARTITION;
+use crate::state::{count, page, EventLog};
 use crate::MemoryBackend;
 
 impl EventLog {
@@ -27,6 +29,14 @@ impl EventLog {
             events.into_iter().map(|e| (e.recorded_at, e.data)).collect(),
         )?;
         Ok(())
+    }
+
+    /// The log sequence `position` names, if the log holds an entry there.
+    fn sequence_at(&self, position: &Position) -> Option<u64> {
+        let [seq, 0, 0] = position.offset else {
+            return None;
+        };
+        (position.partition == PARTITION && seq >= 1 && seq <= count(self.entries.len())).then_some(seq)
     }
 
     /// Sets a stream's state if it agrees with the stored events. Hiding is never undone:
@@ -100,5 +110,36 @@ impl Admin for MemoryBackend {
     async fn set_stream_state(&self, stream: &StreamId, state: StreamState) -> Result<()> {
         self.begin().await?;
         self.lock()?.log.set_state(stream, state)
+    }
+
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", position = %position))]
+    async fn quarantine(&self, position: Position, reason: &str) -> Result<()> {
+        self.begin().await?;
+        let now = self.clock.now();
+        let mut inner = self.lock()?;
+        let log = &mut inner.log;
+        let seq = log.sequence_at(&position).ok_or_else(|| Error::NotFound {
+            what: format!("log entry at {position}"),
+        })?;
+        log.quarantined
+            .entry(seq)
+            .or_insert_with(|| Quarantined::new(position, reason, now));
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory"))]
+    async fn quarantined(&self) -> Result<Vec<Quarantined>> {
+        self.begin().await?;
+        Ok(self.lock()?.log.quarantined.values().cloned().collect())
+    }
+
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "memory", position = %position))]
+    async fn release(&self, position: Position) -> Result<bool> {
+        self.begin().await?;
+        let mut inner = self.lock()?;
+        let log = &mut inner.log;
+        Ok(log
+            .sequence_at(&position)
+            .is_some_and(|seq| log.quarantined.remove(&seq).is_some()))
     }
 }

@@ -11,14 +11,14 @@ use crate::state::{count, page, EventLog, StreamRecord};
 use crate::MemoryBackend;
 
 /// The partition of the memory log.
-const PARTITION: u32 = 0;
+pub(crate) const PARTITION: u32 = 0;
 
 /// Most log entries one `read_all` call scans, matching or not, so a filtered read of a long
 /// log does not hold the lock for long. `next` moves past what was scanned.
 const MAX_SCAN: usize = 65_536;
 
 /// The position of the event at sequence `seq`.
-fn position(seq: u64) -> Position {
+pub(crate) fn position(seq: u64) -> Position {
     Position::new(PARTITION, [seq, 0, 0])
 }
 
@@ -182,10 +182,18 @@ impl EventLog {
             seen = offset[0];
         }
         let mut events = Vec::new();
+        let mut quarantined = Vec::new();
         let mut bytes = 0usize;
         let mut scanned = 0usize;
         let mut seq = seen;
         while seq < head && events.len() < max && scanned < MAX_SCAN {
+            // Entry `seq` (0-based) is the event at sequence `seq + 1`.
+            if self.quarantined.contains_key(&(seq + 1)) {
+                quarantined.push(position(seq + 1));
+                seq += 1;
+                scanned += 1;
+                continue;
+            }
             let entry = usize::try_from(seq)
                 .ok()
                 .and_then(|i| self.entries.get(i))
@@ -216,6 +224,7 @@ impl EventLog {
             events,
             next,
             caught_up: seq >= head,
+            quarantined,
         })
     }
 

@@ -15,8 +15,8 @@ use std::{
 
 use bytes::Bytes;
 use cqrs_core::{
-    Capabilities, Checkpoint, Clock, Document, Error, EventId, FieldType, Lease, Limits, RecordedEvent,
-    Result, Snapshot, StoreIdentity, Stores, StreamId, StreamState, Versioned,
+    Capabilities, Checkpoint, Clock, Document, Error, EventId, FieldType, Lease, Limits, Quarantined,
+    RecordedEvent, Result, Snapshot, StoreIdentity, Stores, StreamId, StreamState, Versioned,
 };
 
 use crate::MemoryOptions;
@@ -171,6 +171,8 @@ pub(crate) struct EventLog {
     pub(crate) entries: Vec<(usize, u64)>,
     /// Where each event id is committed: (stream index, version).
     pub(crate) ids: HashMap<EventId, (usize, u64)>,
+    /// Quarantined log entries by sequence: `read_all` skips and reports them.
+    pub(crate) quarantined: BTreeMap<u64, Quarantined>,
 }
 
 /// One stream.

@@ -314,6 +314,7 @@ pub(crate) fn assemble_page(p: &LogPage<'_>, commits: Vec<Commit>) -> Batch {
         events,
         next,
         caught_up: !stopped && !p.more_commits,
+        quarantined: Vec::new(),
     }
 }
 

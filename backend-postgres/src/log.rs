@@ -38,6 +38,7 @@ impl PgBackend {
                 events: Vec::new(),
                 next,
                 caught_up: false,
+                quarantined: Vec::new(),
             });
         }
         let tx = i64::try_from(start[0]).map_err(|_| Error::DataLoss { partition: PARTITION })?;
@@ -106,6 +107,7 @@ impl PgBackend {
             events,
             next,
             caught_up,
+            quarantined: Vec::new(),
         })
     }
 

@@ -113,6 +113,7 @@ impl RedisBackend {
             events,
             next,
             caught_up: !stopped && exhausted,
+            quarantined: Vec::new(),
         })
     }
 

@@ -690,6 +690,147 @@ pub async fn checkpoint_ahead_of_head_is_data_loss(h: Arc<dyn Harness>) -> Outco
     Ok(Verdict::Passed)
 }
 
+/// Every event and quarantined position from `from` to the end of the log.
+async fn read_with_quarantine(
+    es: &dyn EventStore,
+    from: &Checkpoint,
+    page: usize,
+    filter: &EventFilter,
+) -> Result<(Vec<RecordedEvent>, Vec<Position>), Failure> {
+    let (mut events, mut skipped, mut cp) = (Vec::new(), Vec::new(), from.clone());
+    for _ in 0..100_000 {
+        let batch = es.read_all(&cp, page, filter).await.ctx("read_all")?;
+        events.extend(batch.events);
+        skipped.extend(batch.quarantined);
+        cp = batch.next;
+        if batch.caught_up {
+            return Ok((events, skipped));
+        }
+    }
+    Err(Failure("read_all never reported caught_up".into()))
+}
+
+/// An operator quarantines one event of the log (`Admin::quarantine`): every reader from
+/// before it skips it and reports its position, whatever its filter; the other events of its
+/// commit are delivered; a second quarantine keeps the first record; a position the log does
+/// not hold is NotFound; stream reads are unchanged; and a release makes it readable again.
+/// The way out when one corrupt event fails `read_all` for every reader.
+pub async fn quarantined_event_is_skipped_and_reported(h: Arc<dyn Harness>) -> Outcome {
+    let es = h.stores().events.clone();
+    require_log!(es);
+    let admin = h.stores().admin.clone();
+    let s = h.namespace().stream("quarantine");
+    es.append(&s, ExpectedVersion::NoStream, events(1, 3))
+        .await
+        .ctx("append a commit of 3")?;
+    es.append(&s, ExpectedVersion::Exact(3), events(4, 1))
+        .await
+        .ctx("append a fourth event")?;
+    let (all, _) = read_all_to_end(&*h, &*es, &Checkpoint::origin(), 10, &EventFilter::all()).await?;
+    let all: Vec<RecordedEvent> = of_stream(&all, &s).into_iter().cloned().collect();
+    ensure_eq!(all.len(), 4, "events in the log before the quarantine");
+    let target = all[1].position;
+    match admin.quarantine(target, "operator: corrupt payload").await {
+        Err(cqrs_core::Error::Unsupported { .. }) => {
+            not_run!("the backend cannot quarantine (Admin::quarantine)")
+        }
+        other => other.ctx("quarantine the second event")?,
+    }
+    admin
+        .quarantine(target, "a second reason")
+        .await
+        .ctx("quarantine it again")?;
+    let listed = admin.quarantined().await.ctx("list the quarantine")?;
+    ensure_eq!(
+        listed
+            .iter()
+            .map(|q| (q.position, q.reason.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(target, "operator: corrupt payload")],
+        "the quarantine keeps the first record"
+    );
+    let rest = vec![all[0].event_id(), all[2].event_id(), all[3].event_id()];
+    for page in [1, 10] {
+        let (seen, skipped) =
+            read_with_quarantine(&*es, &Checkpoint::origin(), page, &EventFilter::all()).await?;
+        ensure_eq!(ids(&seen), rest, "events read from the origin in pages of {page}");
+        ensure_eq!(
+            skipped,
+            vec![target],
+            "quarantined positions reported in pages of {page}"
+        );
+    }
+    let unmatched = EventFilter::all().event_type("NoSuchType");
+    let (seen, skipped) = read_with_quarantine(&*es, &Checkpoint::origin(), 10, &unmatched).await?;
+    ensure!(
+        seen.is_empty(),
+        "a filter matching nothing read {} events",
+        seen.len()
+    );
+    ensure_eq!(
+        skipped,
+        vec![target],
+        "quarantined position reported under a filter"
+    );
+    let mut after_first = Checkpoint::origin();
+    after_first.store = Some(es.identity());
+    after_first.advance(&all[0].position);
+    let (seen, skipped) = read_with_quarantine(&*es, &after_first, 10, &EventFilter::all()).await?;
+    ensure_eq!(ids(&seen), rest[1..].to_vec(), "events read after the first");
+    ensure_eq!(
+        skipped,
+        vec![target],
+        "quarantined position reported after the first"
+    );
+    let after_target = {
+        let mut cp = after_first.clone();
+        cp.advance(&target);
+        cp
+    };
+    let (_, skipped) = read_with_quarantine(&*es, &after_target, 10, &EventFilter::all()).await?;
+    ensure!(
+        skipped.is_empty(),
+        "a reader past the quarantined event was told of it: {skipped:?}"
+    );
+    ensure_eq!(
+        ids(&es.read_stream(&s, 1, 10).await.ctx("read_stream")?),
+        ids(&all),
+        "stream reads are unchanged by the quarantine"
+    );
+
+    let last = all[3].position;
+    let mut far = last;
+    far.offset[0] = far.offset[0].saturating_add(1_000_000_000);
+    let mut beside = last;
+    beside.offset[2] = beside.offset[2].saturating_add(1_000);
+    for (what, nowhere) in [("far ahead of the head", far), ("beside the last event", beside)] {
+        ensure_err!(
+            admin.quarantine(nowhere, "nothing there").await,
+            cqrs_core::Error::NotFound { .. },
+            "quarantine of a position {what} ({nowhere})"
+        );
+    }
+    ensure!(
+        admin.release(target).await.ctx("release")?,
+        "release of a quarantined event says true"
+    );
+    ensure!(
+        !admin.release(target).await.ctx("release again")?,
+        "a second release says false"
+    );
+    ensure!(
+        admin.quarantined().await.ctx("list")?.is_empty(),
+        "nothing quarantined after the release"
+    );
+    let (seen, skipped) = read_with_quarantine(&*es, &Checkpoint::origin(), 10, &EventFilter::all()).await?;
+    ensure_eq!(ids(&seen), ids(&all), "events read after the release");
+    ensure!(
+        skipped.is_empty(),
+        "nothing skipped after the release: {skipped:?}"
+    );
+    Ok(Verdict::Passed)
+}
+
 /// The `next` checkpoint of a non-empty read carries the store's identity, survives a JSON round
 /// trip, and resuming from the parsed copy works (items 44, 66).
 pub async fn next_checkpoint_carries_store_identity(h: Arc<dyn Harness>) -> Outcome {
@@ -952,6 +1093,7 @@ macro_rules! __log_tests {
                 subscribe_from_end_sees_only_new_events,
                 foreign_checkpoint_is_refused,
                 checkpoint_ahead_of_head_is_data_loss,
+                quarantined_event_is_skipped_and_reported,
                 next_checkpoint_carries_store_identity,
                 out_of_order_commits_delivered_exactly_once,
                 long_open_append_is_not_skipped,

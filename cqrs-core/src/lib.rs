@@ -53,8 +53,9 @@ pub use read_model::{
 };
 pub use store::{
     check_state_batch, is_last_page, validate_state_key, Admin, CheckpointStore, CheckpointUpdate,
-    Conditional, EventStore, EventStoreExt, ImportedEvent, Lease, QueryPage, ReadStore, Snapshot,
-    SnapshotKey, SnapshotStore, StateExpectation, StateStore, StateWrite, Stores, StreamPage, Versioned,
+    Conditional, EventStore, EventStoreExt, ImportedEvent, Lease, Quarantined, QueryPage, ReadStore,
+    Snapshot, SnapshotKey, SnapshotStore, StateExpectation, StateStore, StateWrite, Stores, StreamPage,
+    Versioned,
 };
 pub use stream_id::{validate_name, StreamId, MAX_NAME_BYTES};
 pub use version::{check_version, AppendOutcome, DeleteMode, ExpectedVersion, StreamState, MAX_VERSION};

@@ -44,6 +44,40 @@ impl fmt::Display for Position {
     }
 }
 
+/// Parses the [`Display`](fmt::Display) form `p<partition>:<a>-<b>-<c>`, the form errors
+/// name positions in, so an operator can pass one to [`crate::Admin::quarantine`].
+///
+/// ```
+/// # use cqrs_core::Position;
+/// let p: Position = "p3:17-2-0".parse()?;
+/// assert_eq!(p, Position::new(3, [17, 2, 0]));
+/// assert_eq!(p.to_string(), "p3:17-2-0");
+/// assert!("p3:17-2".parse::<Position>().is_err());
+/// # Ok::<(), cqrs_core::Error>(())
+/// ```
+impl std::str::FromStr for Position {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || {
+            Error::invalid(format!(
+                "{s:?} is not a log position (expected p<partition>:<a>-<b>-<c>)"
+            ))
+        };
+        let (partition, offset) = s
+            .strip_prefix('p')
+            .and_then(|r| r.split_once(':'))
+            .ok_or_else(bad)?;
+        let mut parts = offset.split('-').map(str::parse::<u64>);
+        let mut next = || parts.next().and_then(std::result::Result::ok).ok_or_else(bad);
+        let offset = [next()?, next()?, next()?];
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(Position::new(partition.parse().map_err(|_| bad())?, offset))
+    }
+}
+
 /// Which store, and which life of it, a checkpoint belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct StoreIdentity {
@@ -198,6 +232,10 @@ pub struct Batch {
     pub next: Checkpoint,
     /// True when nothing after `next` was visible at the time of the read.
     pub caught_up: bool,
+    /// Positions of the entries this page skipped because an operator quarantined them
+    /// ([`crate::Admin::quarantine`]), in log order, whether or not they match the filter:
+    /// a reader logs them so the gap in its model is never silent.
+    pub quarantined: Vec<Position>,
 }
 
 /// A point in time in milliseconds since the Unix epoch: the precision every backend keeps.

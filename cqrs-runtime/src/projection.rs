@@ -499,6 +499,7 @@ impl Worker {
                 return Ok(true);
             }
         };
+        crate::task::report_quarantined("projection", self.name(), &batch);
         self.read_ahead(&batch);
         let mut changes = Vec::new();
         let mut handled_to = cp.clone();

@@ -439,6 +439,7 @@ impl RelayWorker {
                 return Ok(true);
             }
         };
+        crate::task::report_quarantined("relay", self.name(), &batch);
         let messages: Vec<Message> = batch
             .events
             .iter()

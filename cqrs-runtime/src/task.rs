@@ -102,3 +102,16 @@ pub(crate) async fn pause(stop: &mut watch::Receiver<bool>, d: Duration) -> bool
         _ = stop.changed() => true,
     }
 }
+
+/// Counts and logs the log entries a page skipped because an operator quarantined them, so
+/// the gap they leave in a reader's output is never silent.
+pub(crate) fn report_quarantined(reader: &'static str, name: &str, batch: &cqrs_core::Batch) {
+    if batch.quarantined.is_empty() {
+        return;
+    }
+    metrics::counter!("cqrs_log_quarantined_skipped_total", "reader" => reader, "name" => name.to_owned())
+        .increment(batch.quarantined.len() as u64);
+    for position in &batch.quarantined {
+        tracing::warn!(reader, name, %position, "skipped a quarantined log entry (Admin::quarantine)");
+    }
+}

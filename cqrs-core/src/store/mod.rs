@@ -12,7 +12,7 @@ mod state_store;
 
 use std::sync::Arc;
 
-pub use admin::{Admin, ImportedEvent};
+pub use admin::{Admin, ImportedEvent, Quarantined};
 pub use checkpoint_store::{CheckpointStore, Lease};
 pub use event_store::{is_last_page, EventStore, EventStoreExt, StreamPage};
 pub use read_store::{CheckpointUpdate, QueryPage, ReadStore};
