@@ -1,7 +1,7 @@
 //! Stream heads corrupted at rest: a `streams` row changed directly in the database (an
-//! operator's mistake, a bad restore). Every append to such a stream refuses with `Corrupt`
+//! operator's mistake, a bad restore). Every write to such a stream refuses with `Corrupt`
 //! (not retryable, so a client that re-sends on `Unavailable` stops), writes nothing, and the
-//! log stays readable.
+//! log stays readable; `Admin::set_stream_state` is how an operator repairs the head.
 //!
 //! Each test damages a stream of three events (versions 1 to 3) in a schema of its own.
 
@@ -11,7 +11,8 @@ use std::{sync::Arc, time::Duration};
 
 use backend_postgres::PgBackend;
 use cqrs_core::{
-    Checkpoint, ContentType, Error, EventData, EventFilter, EventStore, ExpectedVersion, StreamId,
+    Admin, Checkpoint, ContentType, DeleteMode, Error, EventData, EventFilter, EventStore, ExpectedVersion,
+    ImportedEvent, StreamId, StreamState, Timestamp,
 };
 
 /// A damage done to the head of a stream whose events are versions 1 to 3.
@@ -28,6 +29,13 @@ enum Damage {
 }
 
 impl Damage {
+    const ALL: [Damage; 4] = [
+        Damage::NegativeVersion,
+        Damage::UnknownState,
+        Damage::VersionBehind,
+        Damage::RowDeleted,
+    ];
+
     /// The direct update that does the damage (`{}` is the quoted schema).
     fn update(self) -> &'static str {
         match self {
@@ -208,4 +216,70 @@ async fn corrupt_version_behind_its_events_refuses_every_append_and_writes_nothi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_missing_head_over_stored_events_refuses_every_append_and_writes_nothing() {
     every_append_refused(Damage::RowDeleted).await;
+}
+
+/// Imports (after the last stored event, and after the damaged head), deletes of both
+/// kinds and truncations refuse too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::unwrap_used)] // test support
+async fn corrupt_heads_refuse_imports_deletes_and_truncations() {
+    for damage in Damage::ALL {
+        let d = damaged(damage).await;
+        for version in [2, 4] {
+            let imported = ImportedEvent {
+                version,
+                recorded_at: Timestamp::from_millis(1_700_000_000_000),
+                data: event(40),
+            };
+            let err = d
+                .backend
+                .import_commit(&d.stream, vec![imported])
+                .await
+                .unwrap_err();
+            assert_corrupt(&d, &err, &format!("import at {version}"));
+        }
+        for mode in [DeleteMode::Soft, DeleteMode::Tombstone] {
+            let err = d
+                .backend
+                .delete_stream(&d.stream, ExpectedVersion::Any, mode)
+                .await
+                .unwrap_err();
+            assert_corrupt(&d, &err, &format!("{mode:?} delete"));
+        }
+        let err = d.backend.truncate_before(&d.stream, 2).await.unwrap_err();
+        assert_corrupt(&d, &err, "truncate_before");
+        assert_nothing_written(&d).await;
+        common::drop_schema(&d.ns).await.unwrap();
+    }
+}
+
+/// The operator's repair: setting the head to the last stored version makes the stream
+/// take appends again, numbered after its events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::unwrap_used)] // test support
+async fn corrupt_head_repaired_by_set_stream_state_takes_appends_again() {
+    for damage in Damage::ALL {
+        let d = damaged(damage).await;
+        d.backend
+            .set_stream_state(&d.stream, StreamState::Live(3))
+            .await
+            .unwrap();
+        assert_eq!(
+            d.backend.stream_state(&d.stream).await.unwrap(),
+            StreamState::Live(3)
+        );
+        let one = d
+            .backend
+            .append(&d.stream, ExpectedVersion::Exact(3), batch(1))
+            .await
+            .unwrap();
+        assert_eq!(one.first_version, 4, "{damage:?}");
+        let two = d
+            .backend
+            .append(&d.stream, ExpectedVersion::Exact(4), batch(2))
+            .await
+            .unwrap();
+        assert_eq!((two.first_version, two.next_expected), (5, 6), "{damage:?}");
+        common::drop_schema(&d.ns).await.unwrap();
+    }
 }
