@@ -9,8 +9,10 @@
 --   the row it already has; the statement of append_one.sql does the same), so any other
 --   head takes the full path.
 -- * The full path raises CQ005 (stream head corrupt) before it writes, for a state that is
---   no state and for a negative version (a tombstone stays CQ003 whatever its version: it is
---   never written to).
+--   no state, for a negative version (a tombstone stays CQ003 whatever its version: it is
+--   never written to), and for state 0 (set by an operator, only on a stream without
+--   events: set_stream_state refuses it otherwise) over a version or events, which the
+--   ninth migration's function appended after as if the stream were new.
 -- * A head behind its last stored event whose expectation holds fails on
 --   events_stream_version_key, as before; the client now maps that to Corrupt (every writer
 --   of events holds the stream lock and reads the head after taking it, so no race takes a
@@ -69,9 +71,18 @@ BEGIN
         -- The full path: a new stream, a conflict, a re-send, a tombstone, an empty batch.
         SELECT s.state, s.version INTO v_state, v_version
         FROM __SCHEMA__.streams s WHERE s.stream_id = p_stream;
-        IF NOT FOUND OR v_state = 0 THEN
+        IF NOT FOUND THEN
             v_state := 0;
-            v_version := coalesce(v_version, 0);
+            v_version := 0;
+        ELSIF v_state = 0 THEN
+            -- Only an operator sets state 0, and only on a stream without events; a rare
+            -- row, so the probe costs no append of a live stream anything.
+            SELECT coalesce(max(e.version), 0) INTO v_stored
+            FROM __SCHEMA__.events e WHERE e.stream_id = p_stream;
+            IF v_version <> 0 OR v_stored <> 0 THEN
+                RAISE EXCEPTION 'its head has state 0 (no stream) at version %, over events up to version %',
+                    v_version, v_stored USING ERRCODE = 'CQ005';
+            END IF;
         END IF;
         IF v_state NOT IN (0, 1, 2, 3) THEN
             RAISE EXCEPTION 'its head has state %, which is no stream state (0 to 3)', v_state

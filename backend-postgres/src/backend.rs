@@ -187,7 +187,8 @@ pub(crate) fn stream_state(state: Option<i16>, version: i64) -> Result<StreamSta
 
 /// The state of a stream head read with `last`, the last version stored in its events, for
 /// a call about to write to it: a head no write stores (a state that is no state, a negative
-/// version, a version behind its events, events without a head) is [`Error::Corrupt`], and
+/// version, a version behind its events, events without a head or under state 0) is
+/// [`Error::Corrupt`], and
 /// nothing may be written until an operator repairs it with `Admin::set_stream_state`. A
 /// tombstone is never written to, whatever its version.
 pub(crate) fn checked_head(
@@ -200,6 +201,10 @@ pub(crate) fn checked_head(
     match state {
         Some(3) => Ok(StreamState::Tombstoned),
         Some(code @ (..=-1 | 4..)) => corrupt(format!("has state {code}, which is no stream state (0 to 3)")),
+        // Only an operator sets state 0, and only on a stream without events.
+        Some(0) if version != 0 || last != 0 => corrupt(format!(
+            "has state 0 (no stream) at version {version}, over events up to version {last}"
+        )),
         None if last > 0 => corrupt(format!("is missing, yet events up to version {last} are stored")),
         _ if version < 0 => corrupt(format!("has version {version}, below 0")),
         _ if version < last => corrupt(format!(

@@ -26,14 +26,17 @@ enum Damage {
     VersionBehind,
     /// The `streams` row deleted, the events left.
     RowDeleted,
+    /// `streams.state` 0 (no stream), which only an operator sets, and only without events.
+    MissingOverEvents,
 }
 
 impl Damage {
-    const ALL: [Damage; 4] = [
+    const ALL: [Damage; 5] = [
         Damage::NegativeVersion,
         Damage::UnknownState,
         Damage::VersionBehind,
         Damage::RowDeleted,
+        Damage::MissingOverEvents,
     ];
 
     /// The direct update that does the damage (`{}` is the quoted schema).
@@ -43,14 +46,15 @@ impl Damage {
             Damage::UnknownState => "UPDATE {}.streams SET state = 7 WHERE stream_id = $1",
             Damage::VersionBehind => "UPDATE {}.streams SET version = 1 WHERE stream_id = $1",
             Damage::RowDeleted => "DELETE FROM {}.streams WHERE stream_id = $1",
+            Damage::MissingOverEvents => "UPDATE {}.streams SET state = 0 WHERE stream_id = $1",
         }
     }
 
-    /// How many of the three events `read_all` delivers: a stream in an unknown state is
-    /// not live, so the log hides its events as it hides a deleted stream's.
+    /// How many of the three events `read_all` delivers: a stream in state 0 or an unknown
+    /// state is not live, so the log hides its events as it hides a deleted stream's.
     fn visible_in_log(self) -> usize {
         match self {
-            Damage::UnknownState => 0,
+            Damage::UnknownState | Damage::MissingOverEvents => 0,
             Damage::NegativeVersion | Damage::VersionBehind | Damage::RowDeleted => 3,
         }
     }
@@ -216,6 +220,12 @@ async fn corrupt_version_behind_its_events_refuses_every_append_and_writes_nothi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_missing_head_over_stored_events_refuses_every_append_and_writes_nothing() {
     every_append_refused(Damage::RowDeleted).await;
+}
+
+/// State 0 over events: appended after, the stream would take `NoStream` appends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_missing_state_over_stored_events_refuses_every_append_and_writes_nothing() {
+    every_append_refused(Damage::MissingOverEvents).await;
 }
 
 /// Imports (after the last stored event, and after the damaged head), deletes of both

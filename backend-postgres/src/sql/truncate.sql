@@ -1,7 +1,7 @@
--- Hides the events of stream $1 below version $2, in one statement. A tombstone, and a head
--- that no write stores (a state that is no state, a negative version, a version behind the
--- last stored event: backend::checked_head makes the same decision and names it), are left
--- as they are. The one row answered (NULL state and version when the stream has no row)
+-- Hides the events of stream $1 below version $2, in one statement. A stream without events
+-- (no row, or state 0) has nothing to hide. A tombstone, and a head that no write stores (a
+-- state that is no state, a negative version, a version behind the last stored event:
+-- backend::checked_head makes the same decision and names it), are left as they are. The one row answered (NULL state and version when the stream has no row)
 -- carries what the client needs to say why nothing was written.
 WITH cur AS (
     SELECT s.state, s.version,
@@ -12,7 +12,7 @@ WITH cur AS (
 upd AS (
     UPDATE __SCHEMA__.streams s SET visible_from = greatest(s.visible_from, $2)
     FROM cur
-    WHERE s.stream_id = $1 AND cur.state IN (0, 1, 2) AND cur.version >= 0
+    WHERE s.stream_id = $1 AND cur.state IN (1, 2) AND cur.version >= 0
       AND cur.version >= cur.last
     RETURNING 1
 )
