@@ -8,17 +8,31 @@ use cqrs_core::{
 };
 use sqlx::{PgConnection, Row};
 
-use crate::backend::{clamp_i64, count_i64, cut_bytes, events_from_rows, stream_state, to_u64};
+use crate::backend::{checked_head, clamp_i64, count_i64, cut_bytes, events_from_rows, stream_state, to_u64};
 use crate::error::{self, Sent};
 use crate::PgBackend;
 
+/// A stream's head read under its lock, with the last version stored in its events.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LockedHead {
+    /// The row's state and version; `None` when the stream has no row.
+    row: Option<(i16, i64)>,
+    /// The last version stored in the stream's events (0 without any).
+    last: i64,
+}
+
+impl LockedHead {
+    /// The head's state, refused as corrupt when no write stores such a head (see
+    /// [`checked_head`]): for calls that write to the stream.
+    pub(crate) fn state(&self, stream: &StreamId) -> Result<StreamState> {
+        let (state, version) = self.row.map_or((None, 0), |(s, v)| (Some(s), v));
+        checked_head(stream, state, version, self.last)
+    }
+}
+
 impl PgBackend {
-    /// Takes the stream's append lock and reads its row: state and last stored version.
-    pub(crate) async fn lock_stream(
-        &self,
-        conn: &mut PgConnection,
-        stream: &StreamId,
-    ) -> Result<(StreamState, bool)> {
+    /// Takes the stream's append lock and reads its head (see [`LockedHead`]).
+    pub(crate) async fn lock_stream(&self, conn: &mut PgConnection, stream: &StreamId) -> Result<LockedHead> {
         self.trip();
         sqlx::query(&self.sql("SELECT pg_advisory_xact_lock(__SCHEMA__.stream_lock_key($1))"))
             .bind(stream.as_str())
@@ -26,36 +40,18 @@ impl PgBackend {
             .await
             .map_err(error::sent)?;
         self.trip();
-        let row = sqlx::query(
-            &self.sql("SELECT state, version FROM __SCHEMA__.streams WHERE stream_id = $1 FOR UPDATE"),
-        )
-        .bind(stream.as_str())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(error::sent)?;
-        match row {
-            None => Ok((StreamState::Missing, false)),
-            Some(row) => Ok((
-                stream_state(
-                    Some(row.try_get("state").map_err(error::sent)?),
-                    row.try_get("version").map_err(error::sent)?,
-                )?,
-                true,
-            )),
-        }
-    }
-
-    /// The last stored version of a stream, whatever its state.
-    async fn last_stored(&self, conn: &mut PgConnection, stream: &StreamId) -> Result<u64> {
-        self.trip();
-        let last: i64 = sqlx::query_scalar(
-            &self.sql("SELECT coalesce(max(version), 0) FROM __SCHEMA__.events WHERE stream_id = $1"),
-        )
-        .bind(stream.as_str())
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(error::sent)?;
-        to_u64(last)
+        let row = sqlx::query(&self.sql(include_str!("sql/stream_head.sql")))
+            .bind(stream.as_str())
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(error::sent)?;
+        let state: Option<i16> = row.try_get("state").map_err(error::sent)?;
+        let version: Option<i64> = row.try_get("version").map_err(error::sent)?;
+        Ok(LockedHead {
+            // The version column is NOT NULL: both are present or the row is missing.
+            row: state.zip(version),
+            last: row.try_get("last").map_err(error::sent)?,
+        })
     }
 }
 
@@ -122,7 +118,7 @@ impl Admin for PgBackend {
             return Ok(());
         }
         let mut tx = crate::begin(&self.pool).await.map_err(error::not_sent)?;
-        let (state, _) = self.lock_stream(&mut tx, stream).await?;
+        let state = self.lock_stream(&mut tx, stream).await?.state(stream)?;
         let ids: Vec<uuid::Uuid> = events.iter().map(|e| *e.data.event_id.as_uuid()).collect();
         self.trip();
         let rows = sqlx::query(&self.sql(
@@ -187,8 +183,10 @@ impl Admin for PgBackend {
     async fn set_stream_state(&self, stream: &StreamId, state: StreamState) -> Result<()> {
         self.begin()?;
         let mut tx = crate::begin(&self.pool).await.map_err(error::not_sent)?;
-        let (_, exists) = self.lock_stream(&mut tx, stream).await?;
-        let last = self.last_stored(&mut tx, stream).await?;
+        // Not checked: this is how an operator repairs a corrupt head, and the new head is
+        // checked against the stored events below.
+        let head = self.lock_stream(&mut tx, stream).await?;
+        let (exists, last) = (head.row.is_some(), to_u64(head.last)?);
         let contradicts = |what: &str| {
             Err(Error::invalid(format!(
                 "cannot set {stream} to {state}: {what} (its last stored version is {last})"

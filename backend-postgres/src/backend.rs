@@ -185,6 +185,35 @@ pub(crate) fn stream_state(state: Option<i16>, version: i64) -> Result<StreamSta
     })
 }
 
+/// The state of a stream head read with `last`, the last version stored in its events, for
+/// a call about to write to it: a head no write stores (a state that is no state, a negative
+/// version, a version behind its events, events without a head or under state 0) is
+/// [`Error::Corrupt`], and
+/// nothing may be written until an operator repairs it with `Admin::set_stream_state`. A
+/// tombstone is never written to, whatever its version.
+pub(crate) fn checked_head(
+    stream: &StreamId,
+    state: Option<i16>,
+    version: i64,
+    last: i64,
+) -> Result<StreamState> {
+    let corrupt = |what: String| Err(Error::corrupt(format!("stream {stream}: its head {what}")));
+    match state {
+        Some(3) => Ok(StreamState::Tombstoned),
+        Some(code @ (..=-1 | 4..)) => corrupt(format!("has state {code}, which is no stream state (0 to 3)")),
+        // Only an operator sets state 0, and only on a stream without events.
+        Some(0) if version != 0 || last != 0 => corrupt(format!(
+            "has state 0 (no stream) at version {version}, over events up to version {last}"
+        )),
+        None if last > 0 => corrupt(format!("is missing, yet events up to version {last} are stored")),
+        _ if version < 0 => corrupt(format!("has version {version}, below 0")),
+        _ if version < last => corrupt(format!(
+            "is at version {version}, behind its last stored event (version {last})"
+        )),
+        _ => stream_state(state, version),
+    }
+}
+
 /// Where the event columns are in a result set, found once per page: looking each column up
 /// by name and re-checking its type on every row was half the client time of a 10,000-event
 /// load. The types are checked here, once, so rows can be read without the per-row check.

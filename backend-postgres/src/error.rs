@@ -9,6 +9,8 @@ pub(crate) const IDEMPOTENCY_MISMATCH: &str = "CQ002";
 pub(crate) const STREAM_DELETED: &str = "CQ003";
 /// SQLSTATE raised by the append function when the last version would exceed `i64`.
 pub(crate) const VERSION_OVERFLOW: &str = "CQ004";
+/// SQLSTATE raised by the append function for a corrupt stream head (tenth migration).
+pub(crate) const HEAD_CORRUPT: &str = "CQ005";
 /// The unique constraint on event ids.
 pub(crate) const EVENT_ID_KEY: &str = "events_event_id_key";
 /// The unique constraint on (stream, version).
@@ -39,6 +41,7 @@ pub(crate) fn map(err: sqlx::Error, sent: Sent, stream: Option<&StreamId>) -> Er
                     reason: db.message().to_owned(),
                 },
                 (STREAM_DELETED, _, Some(s)) => Error::StreamDeleted { stream: s.clone() },
+                (HEAD_CORRUPT, _, _) => Error::corrupt(format!("{}: {}", named(stream), db.message())),
                 (VERSION_OVERFLOW, _, _) => Error::TooLarge {
                     kind: LimitKind::Version,
                     limit: MAX_VERSION,
@@ -47,10 +50,16 @@ pub(crate) fn map(err: sqlx::Error, sent: Sent, stream: Option<&StreamId>) -> Er
                 ("23505", Some(EVENT_ID_KEY), _) => Error::AlreadyExists {
                     what: "event id (committed in another stream)".into(),
                 },
-                // Another writer took the version first; the transaction was rolled back.
-                ("23505", Some(STREAM_VERSION_KEY), _) => {
-                    Error::unavailable(Outcome::NotSent, sqlx::Error::Database(db))
-                }
+                // Not a race: every writer of events holds the stream's lock and reads the
+                // head after taking it (the append function's statements, the update of
+                // append_one.sql re-checking the newest row, the import), so the version the
+                // head gives was stored before: the head is behind its events. A re-send would
+                // fail the same way forever. (Imports of releases before the ninth migration
+                // take another lock key: that migration says to run them after the upgrade.)
+                ("23505", Some(STREAM_VERSION_KEY), _) => Error::corrupt(format!(
+                    "{}: its head is behind its stored events (the next version it gives is already stored)",
+                    named(stream)
+                )),
                 // Serialization failure, deadlock: the transaction was rolled back.
                 ("40001" | "40P01", _, _) => Error::unavailable(Outcome::NotSent, sqlx::Error::Database(db)),
                 // Too many connections, cannot connect now.
@@ -75,6 +84,11 @@ pub(crate) fn map(err: sqlx::Error, sent: Sent, stream: Option<&StreamId>) -> Er
         }
         e => Error::backend("postgres", e),
     }
+}
+
+/// "stream `s`" for an error's text, or "a stream" when the caller did not say which.
+fn named(stream: Option<&StreamId>) -> String {
+    stream.map_or_else(|| "a stream".to_owned(), |s| format!("stream {s}"))
 }
 
 /// Maps an error of a statement in flight (it may have run).

@@ -10,7 +10,8 @@ use futures::TryStreamExt as _;
 use sqlx::{postgres::PgRow, Row};
 
 use crate::backend::{
-    clamp_i64, count_i64, cut_bytes, events_from_rows, position, stream_state, to_u64, EventColumns,
+    checked_head, clamp_i64, count_i64, cut_bytes, events_from_rows, position, stream_state, to_u64,
+    EventColumns,
 };
 use crate::error::{self, Sent};
 use crate::PgBackend;
@@ -330,7 +331,7 @@ impl PgBackend {
         mode: DeleteMode,
     ) -> Result<()> {
         let mut tx = crate::begin(&self.pool).await.map_err(error::not_sent)?;
-        let (state, _) = self.lock_stream(&mut tx, stream).await?;
+        let state = self.lock_stream(&mut tx, stream).await?.state(stream)?;
         if state == StreamState::Tombstoned {
             return Err(Error::StreamDeleted {
                 stream: stream.clone(),
@@ -502,18 +503,17 @@ impl EventStore for PgBackend {
     async fn truncate_before(&self, stream: &StreamId, version: u64) -> Result<()> {
         self.begin()?;
         self.trip();
-        let state: Option<i16> = sqlx::query_scalar(&self.sql(
-            "WITH cur AS (SELECT state FROM __SCHEMA__.streams WHERE stream_id = $1),
-             upd AS (UPDATE __SCHEMA__.streams SET visible_from = greatest(visible_from, $2)
-                     WHERE stream_id = $1 AND state <> 3 RETURNING 1)
-             SELECT (SELECT state FROM cur)",
-        ))
-        .bind(stream.as_str())
-        .bind(clamp_i64(version))
-        .fetch_one(&self.pool)
-        .await
-        .map_err(error::sent)?;
-        if state == Some(3) {
+        let row = sqlx::query(&self.sql(include_str!("sql/truncate.sql")))
+            .bind(stream.as_str())
+            .bind(clamp_i64(version))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(error::sent)?;
+        let state: Option<i16> = row.try_get("state").map_err(error::sent)?;
+        let stored: Option<i64> = row.try_get("version").map_err(error::sent)?;
+        let last: i64 = row.try_get("last").map_err(error::sent)?;
+        // The statement wrote nothing if this fails or finds a tombstone.
+        if checked_head(stream, state, stored.unwrap_or(0), last)? == StreamState::Tombstoned {
             return Err(Error::StreamDeleted {
                 stream: stream.clone(),
             });

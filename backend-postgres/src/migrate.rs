@@ -40,6 +40,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "stream lock per schema",
         include_str!("../migrations/0009_stream_lock_per_schema.sql"),
     ),
+    (
+        10,
+        "corrupt head refuses appends",
+        include_str!("../migrations/0010_corrupt_head_refuses_appends.sql"),
+    ),
 ];
 
 /// Creates the schema and its migrations table.

@@ -156,6 +156,54 @@ async fn killed_during_append(batch: Vec<EventData>) {
     common::drop_schema(&ns).await.unwrap();
 }
 
+/// Two first appends to a new stream race: the second waits on the stream lock while the
+/// first commits. The single-event statement's snapshot predates that commit, so it finds no
+/// stream row and falls through to the function, whose statements see the committed head. A
+/// race ends as a conflict or as a write after the first, never as the `Corrupt` that a
+/// version already stored now means (`events_stream_version_key`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::unwrap_used)] // test support
+async fn fault_concurrent_first_appends_to_a_new_stream_conflict_or_follow_never_corrupt() {
+    let ns = schema();
+    let backend = common::fresh(&ns).await.unwrap();
+    for n in [1u32, 2] {
+        for expected in [ExpectedVersion::NoStream, ExpectedVersion::Any] {
+            let s = StreamId::new(format!("race-{n}-{expected:?}")).unwrap();
+            let first = backend
+                .hold_append(&s, ExpectedVersion::NoStream, vec![event(0)])
+                .await
+                .unwrap();
+            let second = {
+                let (backend, s) = (backend.clone(), s.clone());
+                let batch: Vec<EventData> = (1..=n).map(event).collect();
+                tokio::spawn(async move { backend.append(&s, expected, batch).await })
+            };
+            wait_for_lock_waiter(&backend, &ns).await;
+            first.commit().await.unwrap();
+            let result = second.await.unwrap();
+            if expected == ExpectedVersion::NoStream {
+                assert!(
+                    matches!(
+                        result,
+                        Err(Error::Conflict {
+                            actual: StreamState::Live(1),
+                            ..
+                        })
+                    ),
+                    "{n} with {expected}: {result:?}"
+                );
+                assert_eq!(backend.stream_state(&s).await.unwrap(), StreamState::Live(1));
+            } else {
+                let out = result.unwrap();
+                assert_eq!(out.first_version, 2, "{n} with {expected}");
+                let last = 1 + u64::from(n);
+                assert_eq!(backend.stream_state(&s).await.unwrap(), StreamState::Live(last));
+            }
+        }
+    }
+    common::drop_schema(&ns).await.unwrap();
+}
+
 /// Two stores in one database (two schemas) using the same stream id must not share the
 /// stream's lock: an append held open in one does not stall appends or deletes in the
 /// other, and still serialises appends to that stream within its own schema.

@@ -1,5 +1,5 @@
 -- One event appended with scalar parameters, in one round trip. A stream that exists, with an
--- expectation that holds, takes the fast path of append_events (ninth migration) as plain
+-- expectation that holds, takes the fast path of append_events (tenth migration) as plain
 -- statements here; anything else (a missing or deleted stream, a conflict, a re-send whose
 -- expectation no longer holds, NoStream) calls append_events itself, in the same statement.
 -- Both branches answer append_events' bigint[] (outcome, state, current, first and last
@@ -20,6 +20,10 @@
 -- (READ COMMITTED), so the expectation is decided on the current version. The function's own
 -- statements take their snapshots after the lock. A committed event id with an expectation
 -- that still holds fails on events_event_id_key, as in the function.
+--
+-- A corrupt head (a negative version, a state that is no state) never takes the plain
+-- statements: the function refuses it before writing (tenth migration). A head behind its
+-- events fails on events_stream_version_key, which the client maps to Corrupt.
 WITH lock AS (
     SELECT pg_advisory_xact_lock(__SCHEMA__.stream_lock_key($1))
 ),
@@ -27,7 +31,7 @@ head AS (
     UPDATE __SCHEMA__.streams s SET state = 1, version = s.version + 1, bytes = s.bytes + $11
     FROM lock
     WHERE s.stream_id = $1 AND s.state IN (1, 2)
-      AND s.version < 9223372036854775807
+      AND s.version >= 0 AND s.version < 9223372036854775807
       AND CASE $2::smallint
             WHEN 0 THEN true
             WHEN 2 THEN s.state = 1
