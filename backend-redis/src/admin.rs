@@ -7,7 +7,7 @@ use cqrs_core::{
 };
 
 use crate::conn::reply;
-use crate::error::{parse_state, unexpected};
+use crate::error::{damaged_head, parse_state, unexpected};
 use crate::event_store::{pack, ALL, EVENTS, HEAD, IDS, LIVE, LOG};
 use crate::{scripts, RedisBackend};
 
@@ -90,6 +90,7 @@ impl Admin for RedisBackend {
             "deleted" => Err(Error::StreamDeleted {
                 stream: stream.clone(),
             }),
+            "corrupt" => Err(damaged_head(stream, items)),
             other => Err(unexpected(&format!("import answered {other:?}"))),
         }
     }

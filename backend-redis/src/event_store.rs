@@ -13,7 +13,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use redis::Value;
 
 use crate::conn::reply;
-use crate::error::{parse_state, unexpected};
+use crate::error::{damaged_head, parse_state, unexpected};
 use crate::{scripts, RedisBackend};
 
 /// Key kinds of a stream.
@@ -690,6 +690,7 @@ impl EventStore for RedisBackend {
                 limit: MAX_VERSION,
                 actual: reply::next_string(&mut items)?.parse().unwrap_or(u64::MAX),
             }),
+            "corrupt" => Err(damaged_head(stream, items)),
             other => Err(unexpected(&format!("append answered {other:?}"))),
         }
     }
@@ -763,6 +764,7 @@ impl EventStore for RedisBackend {
             "deleted" => Err(Error::StreamDeleted {
                 stream: stream.clone(),
             }),
+            "corrupt" => Err(damaged_head(stream, items)),
             other => Err(unexpected(&format!("delete answered {other:?}"))),
         }
     }
@@ -779,11 +781,13 @@ impl EventStore for RedisBackend {
                     .arg(version),
             )
             .await?;
-        match reply::status(answer)?.0.as_str() {
+        let (status, items) = reply::status(answer)?;
+        match status.as_str() {
             "ok" => Ok(()),
             "deleted" => Err(Error::StreamDeleted {
                 stream: stream.clone(),
             }),
+            "corrupt" => Err(damaged_head(stream, items)),
             other => Err(unexpected(&format!("truncate answered {other:?}"))),
         }
     }

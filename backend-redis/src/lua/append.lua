@@ -64,8 +64,9 @@ end
 
 -- `greatest`: `g` or `m`; the ordered prefix: versions 1..pe, px its greatest id (none: pe
 -- is '0').
-local v, st, layout, greatest, b, pe, px = id_layout(KEYS[1])
+local v, st, layout, greatest, b, pe, px, bad = id_layout(KEYS[1])
 if st == 'T' then return {'deleted'} end
+if bad then return bad end
 local idkey = KEYS[1]
 -- `fresh`: no id of the batch can be committed already. The usual case with time-ordered ids
 -- from one writer: the batch's smallest id is above every committed one. A stream without
@@ -75,6 +76,7 @@ if layout == 'x' then
   idkey = KEYS[3]
   local l = redis.call('HMGET', KEYS[1], 'mx', 'mv')
   mx = l[1]
+  if mx and #mx ~= 16 then return damaged('mx', mx) end
   known = mx and l[2] == v
   fresh = known and bytes_gt(lo, mx)
 else

@@ -8,8 +8,9 @@ local n = tonumber(ARGV[2])
 -- the ordered prefix, which an import ends (imported ids need not ascend); for a stream of
 -- the previous layout (a head with neither `g` nor `m`) the hash KEYS[3]. The greatest id
 -- (`g`, or `m` on a stream of that layout) is kept exact.
-local v, st, layout, greatest, b, pe, px = id_layout(KEYS[1])
+local v, st, layout, greatest, b, pe, px, bad = id_layout(KEYS[1])
 if st == 'T' then return {'deleted'} end
+if bad then return bad end
 local idkey = KEYS[1]
 if layout == 'x' then idkey = KEYS[3] end
 local hits = 0
