@@ -4,7 +4,10 @@
 //! - a stream head whose fields no script writes (set here with a direct `HSET`) refuses
 //!   appends, imports, deletions and truncations with `Error::Corrupt` naming the stream and
 //!   the field, and writes nothing: the log partitions, the stream and the head are as they
-//!   were, and `read_all` from the origin still succeeds.
+//!   were, and `read_all` from the origin still succeeds;
+//! - a checkpoint whose position the log does not hold (ahead of it, beyond any entry id, or
+//!   an entry that vanished under it) is `DataLoss` for its partition, while a stream that was
+//!   deleted or truncated under a checkpoint is no loss.
 //!
 //! Each test uses its own key prefix on the shared servers, deleted afterwards.
 
@@ -356,4 +359,148 @@ async fn corrupt_state_refuses_appends_single() {
 #[tokio::test]
 async fn corrupt_state_refuses_appends_cluster() {
     corrupt_state_refuses_appends(Target::Cluster).await;
+}
+
+/// One event in every partition, and the checkpoint after all of them.
+async fn one_event_per_partition(f: &Fixture) -> (Vec<StreamId>, Checkpoint) {
+    let partitions = f.store.capabilities().partitions;
+    let mut streams = BTreeMap::new();
+    for i in 0.. {
+        let stream = StreamId::new(format!("s{i}")).unwrap();
+        let out = f
+            .store
+            .append(&stream, ExpectedVersion::NoStream, vec![event()])
+            .await
+            .unwrap();
+        let p = out.position.unwrap().partition;
+        streams.entry(p).or_insert(stream);
+        if u32::try_from(streams.len()).unwrap() == partitions {
+            break;
+        }
+    }
+    let mut checkpoint = Checkpoint::origin();
+    loop {
+        let batch = f
+            .store
+            .read_all(&checkpoint, 1000, &EventFilter::all())
+            .await
+            .unwrap();
+        checkpoint = batch.next;
+        if batch.caught_up {
+            break;
+        }
+    }
+    (streams.into_values().collect(), checkpoint)
+}
+
+/// A checkpoint past any entry id Redis can hold is DataLoss for that partition, as on the
+/// other backends, not a server error.
+async fn checkpoint_beyond_any_entry_is_data_loss(target: Target) {
+    let f = Fixture::open(target, "max").await;
+    let (_, seen) = one_event_per_partition(&f).await;
+    for p in 0..f.store.capabilities().partitions {
+        for offset in [[u64::MAX; 3], [u64::MAX, u64::MAX, 0], [u64::MAX, 0, 0]] {
+            let mut checkpoint = seen.clone();
+            checkpoint.partitions.insert(p, offset);
+            let answer = f.store.read_all(&checkpoint, 10, &EventFilter::all()).await;
+            assert!(
+                matches!(answer, Err(Error::DataLoss { partition }) if partition == p),
+                "{target:?}: partition {p} at {offset:?}: {answer:?}"
+            );
+        }
+    }
+    f.store.destroy().await.unwrap();
+}
+
+#[tokio::test]
+async fn checkpoint_beyond_any_entry_is_data_loss_single() {
+    checkpoint_beyond_any_entry_is_data_loss(Target::Single).await;
+}
+
+#[tokio::test]
+async fn checkpoint_beyond_any_entry_is_data_loss_cluster() {
+    checkpoint_beyond_any_entry_is_data_loss(Target::Cluster).await;
+}
+
+/// The log entry a checkpoint names vanished (here by `XDEL`, as a lost AOF tail or a
+/// failover loses it) while later appends moved the log past it: DataLoss for that
+/// partition, not a silent resume. Deleting or truncating the stream under a checkpoint
+/// removes nothing from the log: no DataLoss.
+async fn vanished_checkpoint_entry_is_data_loss(target: Target) {
+    let mut f = Fixture::open(target, "vanished").await;
+    let (streams, seen) = one_event_per_partition(&f).await;
+
+    for (i, stream) in streams.iter().enumerate() {
+        let mode = if i % 2 == 0 {
+            DeleteMode::Soft
+        } else {
+            DeleteMode::Tombstone
+        };
+        f.store.truncate_before(stream, 2).await.unwrap();
+        f.store
+            .delete_stream(stream, ExpectedVersion::Any, mode)
+            .await
+            .unwrap();
+    }
+    let batch = f
+        .store
+        .read_all(&seen, 10, &EventFilter::all())
+        .await
+        .expect("a checkpoint on deleted and truncated streams resumes");
+    assert!(
+        batch.events.is_empty() && batch.caught_up,
+        "{target:?}: {batch:?}"
+    );
+
+    // The last partition's log: tag `p<k>` or `p<k>.<j>` (see the README's layout).
+    let p = f.store.capabilities().partitions - 1;
+    let [ms, seq, _] = seen.partitions[&p];
+    let tag = [format!(":{{p{p}}}:"), format!(":{{p{p}.")];
+    let logs = f.keys(":log").await;
+    let log = logs.iter().find(|k| tag.iter().any(|t| k.contains(t))).unwrap();
+    let answer = f
+        .run(redis::cmd("XDEL").arg(log).arg(format!("{ms}-{seq}")))
+        .await;
+    assert_eq!(
+        answer,
+        Value::Int(1),
+        "{target:?}: the checkpoint's log entry is removed"
+    );
+    // Three appends to that partition move its log past the checkpoint again.
+    let mut moved = 0;
+    for i in 0.. {
+        let stream = StreamId::new(format!("after-{i}")).unwrap();
+        let out = f
+            .store
+            .append(&stream, ExpectedVersion::NoStream, vec![event()])
+            .await
+            .unwrap();
+        moved += usize::from(out.position.unwrap().partition == p);
+        if moved == 3 {
+            break;
+        }
+    }
+    let answer = f.store.read_all(&seen, 10, &EventFilter::all()).await;
+    assert!(
+        matches!(answer, Err(Error::DataLoss { partition }) if partition == p),
+        "{target:?}: a checkpoint whose log entry vanished: {answer:?}"
+    );
+    // A checkpoint that has not reached that partition yet lost nothing.
+    let mut before = seen.clone();
+    before.partitions.remove(&p);
+    f.store
+        .read_all(&before, 10, &EventFilter::all())
+        .await
+        .expect("a checkpoint behind the lost entry resumes");
+    f.store.destroy().await.unwrap();
+}
+
+#[tokio::test]
+async fn vanished_checkpoint_entry_is_data_loss_single() {
+    vanished_checkpoint_entry_is_data_loss(Target::Single).await;
+}
+
+#[tokio::test]
+async fn vanished_checkpoint_entry_is_data_loss_cluster() {
+    vanished_checkpoint_entry_is_data_loss(Target::Cluster).await;
 }
