@@ -232,6 +232,7 @@ async fn damaged_head_refuses_every_write(target: Target) {
         ("st", ""),
         ("vf", "x"),
         ("vf", "-1"),
+        ("vf", "18446744073709551616"),
         ("g", "short"),
     ];
     // Events read_all hands out: a stream whose `st` is not `L` is not live, its events hidden.
@@ -292,6 +293,43 @@ async fn damaged_head_refuses_every_write_single() {
 #[tokio::test]
 async fn damaged_head_refuses_every_write_cluster() {
     damaged_head_refuses_every_write(Target::Cluster).await;
+}
+
+/// What the store itself writes is never damage: truncating before `u64::MAX` stores the
+/// greatest `vf` there is, and the stream can still be truncated, deleted and read.
+async fn extreme_values_the_store_writes_are_not_damage(target: Target) {
+    let f = Fixture::open(target, "extreme").await;
+    let stream = StreamId::new("s").unwrap();
+    f.store
+        .append(&stream, ExpectedVersion::NoStream, vec![event(), event()])
+        .await
+        .unwrap();
+    f.store.truncate_before(&stream, u64::MAX).await.unwrap();
+    f.store.truncate_before(&stream, 1).await.unwrap();
+    assert!(f.store.read_stream(&stream, 1, 10).await.unwrap().is_empty());
+    f.store
+        .append(&stream, ExpectedVersion::Exact(2), vec![event()])
+        .await
+        .unwrap();
+    f.store
+        .delete_stream(&stream, ExpectedVersion::Exact(3), DeleteMode::Soft)
+        .await
+        .unwrap();
+    assert_eq!(
+        f.store.stream_state(&stream).await.unwrap(),
+        StreamState::SoftDeleted(3)
+    );
+    f.store.destroy().await.unwrap();
+}
+
+#[tokio::test]
+async fn extreme_values_the_store_writes_are_not_damage_single() {
+    extreme_values_the_store_writes_are_not_damage(Target::Single).await;
+}
+
+#[tokio::test]
+async fn extreme_values_the_store_writes_are_not_damage_cluster() {
+    extreme_values_the_store_writes_are_not_damage(Target::Cluster).await;
 }
 
 /// A head whose state `stream_state` calls corrupt refuses appends the same way, and the

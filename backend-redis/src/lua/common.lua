@@ -54,12 +54,18 @@ local function dec_max(a, b)
   return b
 end
 
--- A version as the scripts write it: '0', or decimal digits without a leading zero, at
--- most i64::MAX. The arithmetic above silently misreads anything else ('-5', '1.5', '007').
-local function is_version(x)
+-- A number as the scripts write it: '0', or decimal digits without a leading zero, at most
+-- the decimal `max`. The arithmetic above silently misreads anything else ('-5', '1.5',
+-- '007').
+local function is_decimal(x, max)
   if x == '0' then return true end
-  if #x > 19 or not string.find(x, '^[1-9]%d*$') then return false end
-  return #x < 19 or not dec_gt(x, '9223372036854775807')
+  if #x > #max or not string.find(x, '^[1-9]%d*$') then return false end
+  return #x < #max or not dec_gt(x, max)
+end
+
+-- A version: at most i64::MAX.
+local function is_version(x)
+  return is_decimal(x, '9223372036854775807')
 end
 
 -- The answer of a script that finds a head field holding what no script writes: it stops
@@ -70,8 +76,9 @@ local function damaged(field, value)
 end
 
 -- The stream head: last version ('0' when never written), state flag (nil: missing,
--- 'L' live, 'S' soft-deleted, 'T' tombstoned), the first visible version, and the answer
--- `damaged` gives for the first of them that is not one of those (nil when all are).
+-- 'L' live, 'S' soft-deleted, 'T' tombstoned), the first visible version (any u64:
+-- truncate_before takes one), and the answer `damaged` gives for the first of them that is
+-- not one of those (nil when all are).
 local function stream_head(key)
   local h = redis.call('HMGET', key, 'v', 'st', 'vf')
   local v, st, vf = h[1] or '0', h[2] or nil, h[3] or '1'
@@ -80,7 +87,7 @@ local function stream_head(key)
     bad = damaged('v', v)
   elseif st and st ~= 'L' and st ~= 'S' and st ~= 'T' then
     bad = damaged('st', st)
-  elseif not is_version(vf) then
+  elseif not is_decimal(vf, '18446744073709551615') then
     bad = damaged('vf', vf)
   end
   return v, st, vf, bad
