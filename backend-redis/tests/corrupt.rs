@@ -295,6 +295,69 @@ async fn damaged_head_refuses_every_write_cluster() {
     damaged_head_refuses_every_write(Target::Cluster).await;
 }
 
+/// A head whose `v` is well formed but behind its stream's events (damage no field check can
+/// see): the append and the import fail on the event entry that exists already, after the
+/// commit pointer was added, and must still leave nothing behind.
+async fn head_version_behind_its_events_writes_nothing(target: Target) {
+    let mut f = Fixture::open(target, "behind").await;
+    let mut visible = 0;
+    for (i, v) in ["0", "1"].into_iter().enumerate() {
+        let stream = StreamId::new(format!("s{i}")).unwrap();
+        f.store
+            .append(&stream, ExpectedVersion::NoStream, vec![event(), event()])
+            .await
+            .unwrap();
+        visible += 2;
+        f.set_head(&stream, "v", v).await;
+        let before = f.written(&stream).await;
+        let case = format!("{target:?}, head `v` = {v} over 2 events");
+        for (how, batch) in [("single", vec![event()]), ("batch", descending())] {
+            let answer = f.store.append(&stream, ExpectedVersion::Any, batch).await;
+            assert_corrupt(answer, &stream, "v", &format!("{case}: {how} append"));
+        }
+        let next = v.parse::<u64>().unwrap() + 1;
+        let answer = f.store.import_commit(&stream, imported(next)).await;
+        assert_corrupt(answer, &stream, "v", &format!("{case}: import"));
+        assert_eq!(f.written(&stream).await, before, "{case}: a refused call wrote");
+        assert_eq!(
+            f.read_everything().await,
+            visible,
+            "{case}: read_all from the origin"
+        );
+    }
+    // Events that are no stream: the server's error, and the log as it was.
+    let stream = StreamId::new("not-a-stream").unwrap();
+    f.store
+        .append(&stream, ExpectedVersion::NoStream, vec![event()])
+        .await
+        .unwrap();
+    let events = f.key_of("e", &stream).await;
+    f.run(redis::cmd("DEL").arg(&events)).await;
+    f.run(redis::cmd("SET").arg(&events).arg("x")).await;
+    let logs = f.written(&StreamId::new("s0").unwrap()).await.0;
+    let answer = f.store.append(&stream, ExpectedVersion::Any, vec![event()]).await;
+    assert!(
+        matches!(&answer, Err(Error::Backend { source, .. }) if source.to_string().contains("WRONGTYPE")),
+        "{target:?}: append to events that are no stream: {answer:?}"
+    );
+    assert_eq!(
+        f.written(&StreamId::new("s0").unwrap()).await.0,
+        logs,
+        "{target:?}: the failed append left a commit pointer"
+    );
+    f.store.destroy().await.unwrap();
+}
+
+#[tokio::test]
+async fn head_version_behind_its_events_writes_nothing_single() {
+    head_version_behind_its_events_writes_nothing(Target::Single).await;
+}
+
+#[tokio::test]
+async fn head_version_behind_its_events_writes_nothing_cluster() {
+    head_version_behind_its_events_writes_nothing(Target::Cluster).await;
+}
+
 /// What the store itself writes is never damage: truncating before `u64::MAX` stores the
 /// greatest `vf` there is, and the stream can still be truncated, deleted and read.
 async fn extreme_values_the_store_writes_are_not_damage(target: Target) {

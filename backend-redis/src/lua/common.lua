@@ -75,6 +75,21 @@ local function damaged(field, value)
   return {'corrupt', field, string.sub(value, 1, 64)}
 end
 
+-- Adds the first event of a commit whose pointer `lid` was just added to the log `log`,
+-- as entry `0-<first>` of `events` with the fields and values `...`, and returns its entry
+-- id. Of a commit's writes only this one can fail: when the stream holds version `first`
+-- already, that is when the head's `v` is behind its events (damage no field check sees),
+-- or when `events` is not a stream. The pointer is then taken back, so the failed call
+-- leaves nothing a reader can see (none saw the pointer: the script is atomic), and it
+-- returns nil and the answer: `damaged` for `v`, or the server's error.
+local function add_first(log, lid, events, first, v, ...)
+  local id = redis.pcall('XADD', events, '0-' .. first, ...)
+  if type(id) ~= 'table' then return id end
+  redis.call('XDEL', log, lid)
+  if redis.call('TYPE', events).ok == 'stream' then return nil, damaged('v', v) end
+  return nil, id
+end
+
 -- The stream head: last version ('0' when never written), state flag (nil: missing,
 -- 'L' live, 'S' soft-deleted, 'T' tombstoned), the first visible version (any u64:
 -- truncate_before takes one), and the answer `damaged` gives for the first of them that is
