@@ -129,13 +129,14 @@ impl RedisBackend {
     ) -> Result<(Vec<Item>, bool)> {
         let log = self.keys.partition(p, LOG);
         // The entry the checkpoint names is read back in the same pipeline, and must still
-        // hold the event the reader saw. Log entries are never removed (deletion and
-        // truncation only hide events), and a log that lost its tail numbers new entries by
-        // the server's clock, after the lost ones (unless that clock went back past them),
-        // so a missing entry is a log that lost what the reader saw: a restart that lost
-        // acknowledged writes, or a failover. New appends move such a log
-        // past the checkpoint again (reusing the lost versions with other events): comparing
-        // with the last entry alone would resume silently. `[0, 0, 0]` has seen nothing.
+        // hold the event the reader saw. No entry a reader can have seen is ever removed
+        // (deletion and truncation only hide events; a failed append takes back, in its own
+        // script, only the pointer it added), and a log that lost its tail numbers new
+        // entries by the server's clock, after the lost ones (unless that clock went back
+        // past them), so a missing entry is a log that lost what the reader saw: a restart
+        // that lost acknowledged writes, or a failover. New appends move such a log past the
+        // checkpoint again (reusing the lost versions with other events): comparing with the
+        // last entry alone would resume silently. `[0, 0, 0]` has seen nothing.
         let seen = after.filter(|a| *a != [0, 0, 0]);
         let mut pipe = redis::pipe();
         if let Some([ms, seq, _]) = seen {
