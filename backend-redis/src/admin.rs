@@ -8,7 +8,8 @@ use cqrs_core::{
 
 use crate::conn::reply;
 use crate::error::{damaged_head, parse_state, unexpected};
-use crate::event_store::{pack, ALL, EVENTS, HEAD, IDS, LIVE, LOG};
+use crate::event_store::{ALL, EVENTS, HEAD, IDS, LIVE, LOG};
+use crate::packed::pack;
 use crate::{scripts, RedisBackend};
 
 #[async_trait]

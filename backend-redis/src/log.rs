@@ -7,8 +7,9 @@ use cqrs_core::{Batch, Checkpoint, Error, EventFilter, Position, RecordedEvent, 
 use redis::Value;
 
 use crate::conn::reply;
-use crate::event_store::{decode_event, parse_entry_id, EVENTS, HEAD, LOG};
+use crate::event_store::{EVENTS, HEAD, LOG};
 use crate::keys::Keys;
+use crate::packed::{decode_event, parse_entry_id};
 use crate::RedisBackend;
 
 /// Commit pointers read from one partition per call, at most.
