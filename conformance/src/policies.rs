@@ -299,6 +299,50 @@ pub async fn snapshot_changed_at_rest_falls_back_to_replay(h: Arc<dyn Harness>) 
     Ok(Verdict::Passed)
 }
 
+/// For a backend's own tests that change a stored snapshot at rest: a counter `id` with 12
+/// events (total 78) and an identity-encoded snapshot at version 12 that its load uses.
+/// Returns the repository and the counter's stream. Change the snapshot in the backend's own
+/// way, then call [`ensure_snapshot_ignored`].
+pub async fn snapshotted_counter(
+    stores: &cqrs_core::Stores,
+    id: &str,
+) -> Result<(EventSourcedRepository<Counter>, StreamId), crate::Failure> {
+    let repo = EventSourcedRepository::<Counter>::new(stores.events.clone())
+        .with_snapshots(stores.snapshots.clone(), SnapshotPolicy::EveryEvents(12))
+        .snapshot_encoding(ContentEncoding::Identity);
+    add_n(&repo, id, 12).await?;
+    ensure_eq!(
+        repo.load(id).await.ctx("load")?.snapshot_version,
+        12,
+        "snapshot version used before the change"
+    );
+    let stream = repo.stream_id(id).ctx("stream id")?;
+    Ok((repo, stream))
+}
+
+/// Fails unless loading counter `id` of [`snapshotted_counter`] ignores its snapshot (changed
+/// at rest by `what`) and replays all 12 events instead of failing or loading wrong state.
+pub async fn ensure_snapshot_ignored(
+    repo: &EventSourcedRepository<Counter>,
+    id: &str,
+    what: &str,
+) -> Result<(), crate::Failure> {
+    let loaded = repo
+        .load(id)
+        .await
+        .ctx(&format!("load with {what} changed at rest"))?;
+    ensure_eq!(
+        (
+            loaded.state.value,
+            loaded.snapshot_version,
+            loaded.events_replayed
+        ),
+        (78, 0, 12),
+        "state, snapshot version and events replayed with {what} changed at rest"
+    );
+    Ok(())
+}
+
 fn upcasters() -> Result<Arc<UpcasterChain>, crate::Failure> {
     // v1 `Incremented {}` meant +1; v2 added `amount`; v3 renamed it to `Added { by }`.
     UpcasterChain::builder()
