@@ -684,9 +684,11 @@ pub async fn checkpoint_ahead_of_head_is_data_loss(h: Arc<dyn Harness>) -> Outco
             Err(cqrs_core::Error::DataLoss { partition }) => {
                 ensure_eq!(partition, pos.partition, "partition named by DataLoss");
             }
-            other => return Err(Failure(format!(
+            other => {
+                return Err(Failure(format!(
                 "read_all from a checkpoint far ahead of the head ({cp:?}): expected DataLoss, got {other:?}"
-            ))),
+            )))
+            }
         }
     }
     Ok(Verdict::Passed)
