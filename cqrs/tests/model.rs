@@ -48,11 +48,10 @@ enum Op {
         events: u8,
         meta: bool,
     },
-    /// Re-sends the `back`-th earlier append (modulo their number) unchanged, or with one
-    /// payload changed (same ids: an idempotency mismatch when it was committed).
+    /// Re-sends the `back`-th earlier append (modulo their number).
     Resend {
         back: u8,
-        changed: bool,
+        how: Resend,
     },
     Delete {
         stream: u8,
@@ -98,6 +97,31 @@ enum Op {
     },
 }
 
+/// How a batch is re-sent.
+#[derive(Debug, Clone, Copy)]
+enum Resend {
+    /// As it was: the original outcome if it was committed.
+    Same,
+    /// With a payload changed: idempotency goes by ids, so the same as `Same`.
+    Changed,
+    /// With a fresh event after it: partly committed, an idempotency mismatch.
+    Extended,
+    /// In reverse order: committed ids out of order, a mismatch (for two or more).
+    Reversed,
+    /// To the next stream: an id committed elsewhere (where ids are unique store-wide).
+    OtherStream,
+}
+
+fn resend() -> impl Strategy<Value = Resend> {
+    prop_oneof![
+        3 => Just(Resend::Same),
+        1 => Just(Resend::Changed),
+        1 => Just(Resend::Extended),
+        1 => Just(Resend::Reversed),
+        1 => Just(Resend::OtherStream),
+    ]
+}
+
 fn expect() -> impl Strategy<Value = Expect> {
     prop_oneof![
         1 => Just(Expect::Any),
@@ -113,7 +137,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (s.clone(), expect(), 0u8..4, any::<bool>())
             .prop_map(|(stream, expected, events, meta)| Op::Append { stream, expected, events, meta }),
-        2 => (any::<u8>(), any::<bool>()).prop_map(|(back, changed)| Op::Resend { back, changed }),
+        3 => (any::<u8>(), resend()).prop_map(|(back, how)| Op::Resend { back, how }),
         1 => (s.clone(), expect(), any::<bool>())
             .prop_map(|(stream, expected, tombstone)| Op::Delete { stream, expected, tombstone }),
         1 => (s.clone(), -2i8..=2).prop_map(|(stream, rel)| Op::Truncate { stream, rel }),
@@ -370,7 +394,14 @@ enum Resolved {
     Skip,
 }
 
-async fn resolve_op(case: &mut Case, model: &Stores, op: &Op, truncate: bool) -> Resolved {
+/// What the backend and the model both offer (an operation only one offers is skipped).
+#[derive(Debug, Clone, Copy)]
+struct Common {
+    truncate: bool,
+    global_ids: bool,
+}
+
+async fn resolve_op(case: &mut Case, model: &Stores, op: &Op, common: Common) -> Resolved {
     match op.clone() {
         Op::Append {
             stream,
@@ -388,15 +419,22 @@ async fn resolve_op(case: &mut Case, model: &Stores, op: &Op, truncate: bool) ->
                 events,
             }
         }
-        Op::Resend { back, changed } => {
+        Op::Resend { back, how } => {
             if case.sent.is_empty() {
                 return Resolved::Skip;
             }
-            let (stream, expected, mut events) = case.sent[usize::from(back) % case.sent.len()].clone();
-            if changed {
-                if let Some(e) = events.first_mut() {
-                    e.payload = bytes::Bytes::from_static(b"{\"changed\":true}");
+            let (mut stream, expected, mut events) = case.sent[usize::from(back) % case.sent.len()].clone();
+            match how {
+                Resend::Same => {}
+                Resend::Changed => {
+                    if let Some(e) = events.first_mut() {
+                        e.payload = bytes::Bytes::from_static(b"{\"changed\":true}");
+                    }
                 }
+                Resend::Extended => events.push(case.event(false)),
+                Resend::Reversed => events.reverse(),
+                Resend::OtherStream if !common.global_ids => return Resolved::Skip,
+                Resend::OtherStream => stream = (stream + 1) % usize::from(STREAMS),
             }
             Resolved::Append {
                 stream: u8::try_from(stream).unwrap(),
@@ -421,7 +459,7 @@ async fn resolve_op(case: &mut Case, model: &Stores, op: &Op, truncate: bool) ->
                 mode,
             }
         }
-        Op::Truncate { .. } if !truncate => Resolved::Skip,
+        Op::Truncate { .. } if !common.truncate => Resolved::Skip,
         Op::Truncate { stream, rel } => {
             let current = last_version(model, &case.streams[usize::from(stream)]).await;
             Resolved::Truncate {
@@ -555,11 +593,18 @@ async fn redis() -> Box<dyn Subject> {
 /// Runs one sequence on a fresh subject and a fresh model; the first difference fails.
 async fn run_case(subject: Box<dyn Subject>, seed: u64, ops: &[Op]) -> Result<(), TestCaseError> {
     let model = MemoryBackend::new().stores();
-    let truncate = subject.stores().events.capabilities().truncate && model.events.capabilities().truncate;
+    let (ours, theirs) = (
+        subject.stores().events.capabilities(),
+        model.events.capabilities(),
+    );
+    let common = Common {
+        truncate: ours.truncate && theirs.truncate,
+        global_ids: ours.global_event_id_uniqueness && theirs.global_event_id_uniqueness,
+    };
     let mut case = Case::new(seed);
     let mut result = Ok(());
     for (i, op) in ops.iter().enumerate() {
-        let resolved = resolve_op(&mut case, &model, op, truncate).await;
+        let resolved = resolve_op(&mut case, &model, op, common).await;
         let want = apply(&model, &case, &resolved).await;
         let got = apply(subject.stores(), &case, &resolved).await;
         if got != want {
