@@ -517,6 +517,11 @@ async fn resolve_op(case: &mut Case, model: &Stores, op: &Op, common: Common) ->
 #[async_trait::async_trait]
 trait Subject: Send + Sync {
     fn stores(&self) -> &Stores;
+    /// Waits until everything committed so far is visible to `read_all` (PostgreSQL's log
+    /// stops at the instance-wide horizon, which other tests' open transactions hold back).
+    async fn settle(&self) -> Result<(), TestCaseError> {
+        Ok(())
+    }
     async fn teardown(&self);
 }
 
@@ -530,6 +535,12 @@ struct Pg {
 impl Subject for Pg {
     fn stores(&self) -> &Stores {
         &self.stores
+    }
+    async fn settle(&self) -> Result<(), TestCaseError> {
+        self.backend
+            .settle_log(Duration::from_secs(60))
+            .await
+            .map_err(|e| TestCaseError::fail(format!("the log did not settle: {e}")))
     }
     async fn teardown(&self) {
         use sqlx::Connection;
@@ -607,6 +618,12 @@ async fn run_case(subject: Box<dyn Subject>, seed: u64, ops: &[Op]) -> Result<()
     let mut result = Ok(());
     for (i, op) in ops.iter().enumerate() {
         let resolved = resolve_op(&mut case, &model, op, common).await;
+        if matches!(resolved, Resolved::ReadAll { .. }) {
+            if let Err(e) = subject.settle().await {
+                result = Err(e);
+                break;
+            }
+        }
         let want = apply(&model, &case, &resolved).await;
         let got = apply(subject.stores(), &case, &resolved).await;
         if got != want {
