@@ -322,8 +322,9 @@ async fn writer(
     Ok(())
 }
 
-/// The reader: follows `read_all` until `stop`, then until caught up twice in a row.
-async fn reader(stores: Stores, stop: Arc<AtomicBool>, counts: Arc<Counts>) -> Vec<EventId> {
+/// The reader: follows `read_all` until `settled` (every write is done and visible to the
+/// log), then until caught up twice in a row.
+async fn reader(stores: Stores, settled: Arc<AtomicBool>, counts: Arc<Counts>) -> Vec<EventId> {
     let mut from = Checkpoint::origin();
     let mut seen = Vec::new();
     let mut quiet = 0;
@@ -335,7 +336,7 @@ async fn reader(stores: Stores, stop: Arc<AtomicBool>, counts: Arc<Counts>) -> V
                 let empty = batch.events.is_empty();
                 seen.extend(batch.events.iter().map(|e| e.data.event_id));
                 from = batch.next;
-                if stop.load(Ordering::Acquire) && batch.caught_up && empty {
+                if settled.load(Ordering::Acquire) && batch.caught_up && empty {
                     quiet += 1;
                     if quiet >= 2 {
                         return seen;
@@ -356,7 +357,7 @@ async fn reader(stores: Stores, stop: Arc<AtomicBool>, counts: Arc<Counts>) -> V
             Err(_) => {
                 counts.errors.fetch_add(1, Ordering::Relaxed);
                 let failing_since = *failing.get_or_insert_with(Instant::now);
-                if stop.load(Ordering::Acquire) && failing_since.elapsed() > Duration::from_secs(60) {
+                if settled.load(Ordering::Acquire) && failing_since.elapsed() > Duration::from_secs(60) {
                     eprintln!("the reader gave up: read_all failed for 60 s after the run");
                     return seen;
                 }
@@ -414,7 +415,8 @@ async fn main() -> Result<(), BoxError> {
             Arc::clone(&counts),
         ));
     }
-    let reading = tokio::spawn(reader(stores.clone(), Arc::clone(&stop), Arc::clone(&counts)));
+    let settled = Arc::new(AtomicBool::new(false));
+    let reading = tokio::spawn(reader(stores.clone(), Arc::clone(&settled), Arc::clone(&counts)));
     let faulting = {
         let (stop, counts) = (Arc::clone(&stop), Arc::clone(&counts));
         let every = Duration::from_secs_f64(args.fault_every.max(0.1));
@@ -434,6 +436,12 @@ async fn main() -> Result<(), BoxError> {
     }
     stop.store(true, Ordering::Release);
     let subject = faulting.await?;
+    // PostgreSQL's log shows a commit once no older transaction of the instance is open
+    // (other programs' included): wait for that before the reader's last pass.
+    if let Subject::Postgres { backend, .. } = &subject {
+        backend.settle_log(Duration::from_secs(120)).await?;
+    }
+    settled.store(true, Ordering::Release);
     let seen = reading.await?;
 
     let acked = acked.lock().await.clone();
