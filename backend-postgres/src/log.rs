@@ -1,6 +1,7 @@
 //! The store-wide log: `(tx_id, seq)` order below the snapshot's xmin horizon, in one
 //! statement. Rows an operator quarantined (`Admin::quarantine`) are skipped and reported
-//! without being decoded.
+//! without being decoded; a row that does not decode fails the page with `Corrupt` naming
+//! its position, the one to quarantine.
 
 use cqrs_core::{Batch, Checkpoint, Error, EventFilter, Result};
 use futures::TryStreamExt as _;
@@ -91,7 +92,13 @@ impl PgBackend {
                     stopped = true;
                     break;
                 }
-                let event = c.event.event(&row, None)?;
+                let event = c.event.event(&row, None).map_err(|e| match e {
+                    Error::Corrupt { what } => Error::corrupt(format!(
+                        "read_all: {what} (every reader from before it fails here until the row \
+                         is repaired, or set aside with Admin::quarantine)"
+                    )),
+                    other => other,
+                })?;
                 let len = event.data.encoded_len();
                 if !events.is_empty() && bytes.saturating_add(len) > self.limits.max_read_bytes {
                     stopped = true;
