@@ -4,11 +4,15 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use cqrs_core::{
-    decide_import, Admin, Error, EventData, ImportedEvent, RecordedEvent, Result, StreamId, StreamState,
+    decide_import, Admin, Error, EventData, ImportedEvent, Position, Quarantined, RecordedEvent, Result,
+    StreamId, StreamState,
 };
 use sqlx::{PgConnection, Row};
 
-use crate::backend::{checked_head, clamp_i64, count_i64, cut_bytes, events_from_rows, stream_state, to_u64};
+use crate::backend::{
+    checked_head, clamp_i64, count_i64, cut_bytes, events_from_rows, position, stream_state, to_u64,
+    MillisTz, Xid8, PARTITION,
+};
 use crate::error::{self, Sent};
 use crate::PgBackend;
 
@@ -53,6 +57,19 @@ impl PgBackend {
             last: row.try_get("last").map_err(error::sent)?,
         })
     }
+}
+
+/// The event row a log position names, as the statements bind it: the transaction id as
+/// text (cast to `xid8` there) and the sequence. `None` for a position no row can have:
+/// another partition, a third offset other than 0, a sequence past `bigint`.
+fn row_of(position: &Position) -> Option<(String, i64)> {
+    let [tx, seq, 0] = position.offset else {
+        return None;
+    };
+    if position.partition != PARTITION {
+        return None;
+    }
+    Some((tx.to_string(), i64::try_from(seq).ok()?))
 }
 
 /// The number of a stream state in the `streams` table.
@@ -216,5 +233,65 @@ impl Admin for PgBackend {
         .map_err(error::sent)?;
         self.trip();
         tx.commit().await.map_err(error::sent)
+    }
+
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "postgres", position = %position))]
+    async fn quarantine(&self, position: Position, reason: &str) -> Result<()> {
+        self.begin()?;
+        let not_found = || Error::NotFound {
+            what: format!("log entry at {position}"),
+        };
+        let (tx, seq) = row_of(&position).ok_or_else(not_found)?;
+        self.trip();
+        let found: bool = sqlx::query_scalar(&self.sql(include_str!("sql/quarantine.sql")))
+            .bind(tx)
+            .bind(seq)
+            .bind(reason)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(error::sent)?;
+        if !found {
+            return Err(not_found());
+        }
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "postgres"))]
+    async fn quarantined(&self) -> Result<Vec<Quarantined>> {
+        self.begin()?;
+        self.trip();
+        let rows = sqlx::query(&self.sql(include_str!("sql/quarantined.sql")))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(error::sent)?;
+        let get = |e: sqlx::Error| Error::corrupt(format!("quarantine row: {e}"));
+        rows.iter()
+            .map(|row| {
+                let Xid8(tx) = row.try_get("tx").map_err(get)?;
+                let MillisTz(at) = row.try_get("at").map_err(get)?;
+                Ok(Quarantined::new(
+                    position(tx, row.try_get("seq").map_err(get)?)?,
+                    row.try_get::<String, _>("reason").map_err(get)?,
+                    at,
+                ))
+            })
+            .collect()
+    }
+
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "postgres", position = %position))]
+    async fn release(&self, position: Position) -> Result<bool> {
+        self.begin()?;
+        // No row can be at such a position, so none is quarantined there.
+        let Some((tx, seq)) = row_of(&position) else {
+            return Ok(false);
+        };
+        self.trip();
+        let done = sqlx::query(&self.sql(include_str!("sql/release.sql")))
+            .bind(tx)
+            .bind(seq)
+            .execute(&self.pool)
+            .await
+            .map_err(error::sent)?;
+        Ok(done.rows_affected() > 0)
     }
 }

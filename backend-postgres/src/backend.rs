@@ -259,12 +259,28 @@ impl EventColumns {
 
     /// Reads an event row; `known` is the stream when the query was for one (saves
     /// re-validating its id on every row).
+    ///
+    /// A row that does not decode is [`Error::Corrupt`] naming its log position in the
+    /// [`Position`] display form (`p0:<tx>-<seq>-0`), which an operator can pass to
+    /// `Admin::quarantine` as it is.
     pub(crate) fn event(&self, row: &PgRow, known: Option<&StreamId>) -> Result<RecordedEvent> {
         let get = |e: sqlx::Error| Error::corrupt(format!("event row: {e}"));
+        let Xid8(tx) = row.try_get_unchecked(self.tx).map_err(get)?;
+        let seq: i64 = row.try_get_unchecked(self.seq).map_err(get)?;
+        let at = position(tx, seq)?;
+        self.decode(row, known, at).map_err(|e| match e {
+            Error::Corrupt { what } => Error::corrupt(format!("event at log position {at}: {what}")),
+            other => other,
+        })
+    }
+
+    /// [`EventColumns::event`] once the row's position is known.
+    fn decode(&self, row: &PgRow, known: Option<&StreamId>, at: Position) -> Result<RecordedEvent> {
+        let get = |e: sqlx::Error| Error::corrupt(format!("column: {e}"));
         let stream_id = match (known, self.stream_id) {
             (Some(s), _) => s.clone(),
-            (None, Some(at)) => {
-                let stream: String = row.try_get_unchecked(at).map_err(get)?;
+            (None, Some(column)) => {
+                let stream: String = row.try_get_unchecked(column).map_err(get)?;
                 StreamId::new(stream).map_err(|e| Error::corrupt(format!("stored stream id: {e}")))?
             }
             (None, None) => return Err(Error::corrupt("event row without its stream id")),
@@ -274,12 +290,11 @@ impl EventColumns {
         let content_encoding: &str = row.try_get_unchecked(self.content_encoding).map_err(get)?;
         let schema_version: i64 = row.try_get_unchecked(self.schema_version).map_err(get)?;
         let payload: Vec<u8> = row.try_get_unchecked(self.payload).map_err(get)?;
-        let Xid8(tx) = row.try_get_unchecked(self.tx).map_err(get)?;
-        let seq: i64 = row.try_get_unchecked(self.seq).map_err(get)?;
+        let version: i64 = row.try_get_unchecked(self.version).map_err(get)?;
         Ok(RecordedEvent {
             stream_id,
-            version: to_u64(row.try_get_unchecked(self.version).map_err(get)?)?,
-            position: position(tx, seq)?,
+            version: u64::try_from(version).map_err(|_| Error::corrupt(format!("version {version}")))?,
+            position: at,
             recorded_at: row
                 .try_get_unchecked::<MillisTz, _>(self.recorded_at)
                 .map_err(get)?

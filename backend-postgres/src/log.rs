@@ -1,5 +1,7 @@
 //! The store-wide log: `(tx_id, seq)` order below the snapshot's xmin horizon, in one
-//! statement.
+//! statement. Rows an operator quarantined (`Admin::quarantine`) are skipped and reported
+//! without being decoded; a row that does not decode fails the page with `Corrupt` naming
+//! its position, the one to quarantine.
 
 use cqrs_core::{Batch, Checkpoint, Error, EventFilter, Result};
 use futures::TryStreamExt as _;
@@ -58,6 +60,7 @@ impl PgBackend {
             .bind(count_i64(self.limits.max_read_bytes))
             .fetch(&self.pool);
         let mut events = Vec::new();
+        let mut quarantined = Vec::new();
         let mut bytes = 0usize;
         let mut seen = 0usize;
         let mut stopped = false;
@@ -80,12 +83,22 @@ impl PgBackend {
             }
             let Xid8(tx) = row.try_get_unchecked(c.tx).map_err(get)?;
             let at = position(tx, row.try_get_unchecked(c.seq).map_err(get)?)?;
-            if row.try_get_unchecked::<bool, _>(c.hit).map_err(get)? {
+            if row.try_get_unchecked::<bool, _>(c.held).map_err(get)? {
+                // Nothing else of the row is read: it may be what is corrupt. Its `hit` is
+                // NULL (see read_all.sql), so `held` comes first.
+                quarantined.push(at);
+            } else if row.try_get_unchecked::<bool, _>(c.hit).map_err(get)? {
                 if events.len() >= max {
                     stopped = true;
                     break;
                 }
-                let event = c.event.event(&row, None)?;
+                let event = c.event.event(&row, None).map_err(|e| match e {
+                    Error::Corrupt { what } => Error::corrupt(format!(
+                        "read_all: {what} (every reader from before it fails here until the row \
+                         is repaired, or set aside with Admin::quarantine)"
+                    )),
+                    other => other,
+                })?;
                 let len = event.data.encoded_len();
                 if !events.is_empty() && bytes.saturating_add(len) > self.limits.max_read_bytes {
                     stopped = true;
@@ -107,7 +120,7 @@ impl PgBackend {
             events,
             next,
             caught_up,
-            quarantined: Vec::new(),
+            quarantined,
         })
     }
 
@@ -138,6 +151,7 @@ struct LogColumns {
     tx: usize,
     seq: usize,
     hit: usize,
+    held: usize,
     event: EventColumns,
 }
 
@@ -150,6 +164,7 @@ impl LogColumns {
             tx: at("tx", "xid8")?,
             seq: at("seq", "INT8")?,
             hit: at("hit", "BOOL")?,
+            held: at("held", "BOOL")?,
             event: EventColumns::of(row)?,
         })
     }

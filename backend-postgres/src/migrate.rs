@@ -45,6 +45,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "corrupt head refuses appends",
         include_str!("../migrations/0010_corrupt_head_refuses_appends.sql"),
     ),
+    (
+        11,
+        "quarantine",
+        include_str!("../migrations/0011_quarantine.sql"),
+    ),
 ];
 
 /// Creates the schema and its migrations table.

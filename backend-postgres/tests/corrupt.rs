@@ -4,6 +4,10 @@
 //! log stays readable; `Admin::set_stream_state` is how an operator repairs the head.
 //!
 //! Each test damages a stream of three events (versions 1 to 3) in a schema of its own.
+//!
+//! An event row corrupted at rest makes `read_all` fail with `Corrupt` for every reader from
+//! before it; the text names the row's log position, which `Admin::quarantine` takes so
+//! readers skip the row (and are told so) until it is released.
 
 mod common;
 
@@ -12,7 +16,7 @@ use std::{sync::Arc, time::Duration};
 use backend_postgres::PgBackend;
 use cqrs_core::{
     Admin, Checkpoint, ContentType, DeleteMode, Error, EventData, EventFilter, EventStore, ExpectedVersion,
-    ImportedEvent, StreamId, StreamState, Timestamp,
+    ImportedEvent, Position, StreamId, StreamState, Timestamp,
 };
 
 /// A damage done to the head of a stream whose events are versions 1 to 3.
@@ -291,5 +295,92 @@ async fn corrupt_head_repaired_by_set_stream_state_takes_appends_again() {
             .unwrap();
         assert_eq!((two.first_version, two.next_expected), (5, 6), "{damage:?}");
         common::drop_schema(&d.ns).await.unwrap();
+    }
+}
+
+/// Damages done at rest to one event row, each a value the row decoder refuses, with what
+/// the error text says about it.
+const ROW_DAMAGES: [(&str, &str); 5] = [
+    ("schema_version = -1", "schema version -1"),
+    ("version = -1", "version -1"),
+    ("content_type = 'no-such-type'", "unknown content type"),
+    ("metadata = 'not json'", "event metadata"),
+    ("stream_id = ''", "stored stream id"),
+];
+
+/// `read_all` from the origin, which must fail with `Corrupt` naming `at` and `says`.
+#[allow(clippy::unwrap_used)] // test support
+async fn assert_read_all_corrupt(backend: &PgBackend, at: Position, says: &str, when: &str) {
+    match backend
+        .read_all(&Checkpoint::origin(), 100, &EventFilter::all())
+        .await
+    {
+        Err(Error::Corrupt { what }) => {
+            assert!(
+                what.contains(&at.to_string()),
+                "{says}, {when}: the text names the position {at}: {what}"
+            );
+            assert!(
+                what.contains(says),
+                "{says}, {when}: the text says what is wrong: {what}"
+            );
+        }
+        other => panic!("{says}, {when}: expected Corrupt, got {other:?}"),
+    }
+}
+
+/// The operator's way out of a corrupt event row: the error names its position, the
+/// quarantine of that position lets every reader from the origin pass it (and tells it),
+/// and the release brings the failure back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::unwrap_used)] // test support
+async fn corrupt_event_row_fails_read_all_until_quarantined_and_again_after_release() {
+    for (set, says) in ROW_DAMAGES {
+        let ns = schema();
+        let backend = common::fresh(&ns).await.unwrap();
+        let stream = StreamId::new("order-row").unwrap();
+        backend
+            .append(
+                &stream,
+                ExpectedVersion::NoStream,
+                vec![event(1), event(2), event(3)],
+            )
+            .await
+            .unwrap();
+        backend.settle_log(Duration::from_secs(30)).await.unwrap();
+        // The position comes from a read before the damage, as an operator's would from the
+        // error text (which is the Display form `Position` parses).
+        let before = backend
+            .read_all(&Checkpoint::origin(), 100, &EventFilter::all())
+            .await
+            .unwrap();
+        assert_eq!(before.events.len(), 3);
+        let target = before.events[1].position;
+        assert_eq!(target.to_string().parse::<Position>().unwrap(), target);
+        let done = sqlx::query(&format!(
+            "UPDATE {}.events SET {set} WHERE tx_id = $1::text::xid8 AND seq = $2",
+            backend.schema().quoted()
+        ))
+        .bind(target.offset[0].to_string())
+        .bind(i64::try_from(target.offset[1]).unwrap())
+        .execute(backend.pool())
+        .await
+        .unwrap();
+        assert_eq!(done.rows_affected(), 1, "{set}");
+        assert_read_all_corrupt(&backend, target, says, "before the quarantine").await;
+
+        backend.quarantine(target, "test: corrupt row").await.unwrap();
+        let read = backend
+            .read_all(&Checkpoint::origin(), 100, &EventFilter::all())
+            .await
+            .unwrap_or_else(|e| panic!("{says}: read_all after the quarantine: {e:?}"));
+        let versions: Vec<u64> = read.events.iter().map(|e| e.version).collect();
+        assert_eq!(versions, [1, 3], "{says}: the quarantined event is skipped");
+        assert_eq!(read.quarantined, [target], "{says}: and reported");
+        assert!(read.caught_up, "{says}");
+
+        assert!(backend.release(target).await.unwrap(), "{says}: released");
+        assert_read_all_corrupt(&backend, target, says, "after the release").await;
+        common::drop_schema(&ns).await.unwrap();
     }
 }
