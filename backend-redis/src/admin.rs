@@ -2,8 +2,8 @@
 
 use async_trait::async_trait;
 use cqrs_core::{
-    check_version, Admin, Error, EventData, ExpectedVersion, ImportedEvent, RecordedEvent, Result, StreamId,
-    StreamState,
+    check_version, Admin, Error, EventData, ExpectedVersion, ImportedEvent, Position, Quarantined,
+    RecordedEvent, Result, StreamId, StreamState,
 };
 
 use crate::conn::reply;
@@ -131,5 +131,25 @@ impl Admin for RedisBackend {
             }
             other => Err(unexpected(&format!("set_stream_state answered {other:?}"))),
         }
+    }
+
+    /// Checked against the log in the same script that writes the record (`quarantine.lua`);
+    /// `at` is the server's clock.
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "redis", position = %position))]
+    async fn quarantine(&self, position: Position, reason: &str) -> Result<()> {
+        let _call = self.begin()?;
+        self.quarantine_at(position, reason).await
+    }
+
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "redis"))]
+    async fn quarantined(&self) -> Result<Vec<Quarantined>> {
+        let _call = self.begin()?;
+        self.quarantine_list().await
+    }
+
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(store = "redis", position = %position))]
+    async fn release(&self, position: Position) -> Result<bool> {
+        let _call = self.begin()?;
+        self.quarantine_release(position).await
     }
 }

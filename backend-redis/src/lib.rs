@@ -47,6 +47,7 @@ mod keys;
 mod log;
 mod options;
 mod packed;
+mod quarantine;
 mod read_store;
 mod scripts;
 mod snapshot_store;

@@ -27,6 +27,10 @@ pub(crate) static IMPORT: LazyLock<Script> = script!("import.lua");
 pub(crate) static DELETE: LazyLock<Script> = script!("delete.lua");
 /// Stream truncation.
 pub(crate) static TRUNCATE: LazyLock<Script> = script!("truncate.lua");
+/// Admin quarantine of one log position.
+pub(crate) static QUARANTINE: LazyLock<Script> = script!("quarantine.lua");
+/// Admin release of a quarantined log position.
+pub(crate) static RELEASE: LazyLock<Script> = script!("release.lua");
 /// Admin state change.
 pub(crate) static SET_STATE: LazyLock<Script> = script!("set_state.lua");
 /// Snapshot save.
