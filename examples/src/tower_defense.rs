@@ -259,7 +259,7 @@ impl Projection for Builders {
 
     async fn handle(&self, e: &RecordedEvent) -> Result<Vec<Change>, BoxError> {
         let GameEvent::TowerPlaced { player, kind, .. } =
-            cqrs::aggregate::decode_event(&e.data.event_type, serde_json::from_slice(&e.data.payload)?)?
+            cqrs::codec::decode_event(&e.data, &cqrs::upcast::UpcasterChain::default())?
         else {
             return Ok(vec![]);
         };
