@@ -8,7 +8,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use async_trait::async_trait;
+use cqrs::async_trait;
 use cqrs::{
     aggregate::{Aggregate, EventSourcedRepository, RepositoryError, StateRepository},
     dispatch::QueryDispatcher,
