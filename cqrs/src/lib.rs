@@ -55,6 +55,8 @@
 //! assert_eq!(changes.map(|c| c.len()).ok(), Some(1));
 //! # Ok(()) }
 //! ```
+//!
+//! [`testing`] holds given/when/then fixtures for aggregates and projections.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -63,6 +65,8 @@ pub use cqrs_core::*;
 pub use cqrs_runtime as runtime;
 pub use futures::{StreamExt, TryStreamExt};
 pub use serde_json;
+
+pub mod testing;
 
 #[cfg(feature = "memory")]
 #[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
