@@ -43,6 +43,7 @@ mod event_store;
 mod keys;
 mod log;
 mod options;
+mod packed;
 mod read_store;
 mod scripts;
 mod snapshot_store;
