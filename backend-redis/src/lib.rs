@@ -40,6 +40,9 @@ mod checkpoint_store;
 mod conn;
 mod error;
 mod event_store;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod keys;
 mod log;
 mod options;

@@ -59,6 +59,12 @@ fn parse_commit(entry: Value) -> Result<Commit> {
     }
 }
 
+/// A commit pointer as `(entry id, stream, from, to)`, for the fuzz targets.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn commit_parts(entry: Value) -> Result<([u64; 2], String, u64, u64)> {
+    parse_commit(entry).map(|c| (c.id, c.stream, c.from, c.to))
+}
+
 impl RedisBackend {
     /// [`cqrs_core::EventStore::read_all`].
     pub(crate) async fn read_log(
