@@ -13,8 +13,8 @@ use cqrs_core::{
     snapshot_policy::SnapshotPolicy,
     upcast::UpcasterChain,
     AppendOutcome, Batch, Capabilities, Checkpoint, ContentEncoding, ContentType, DeleteMode, Error,
-    EventData, EventFilter, EventStore, ExpectedVersion, Outcome as WriteOutcome, RecordedEvent, Snapshot,
-    StoreIdentity, StreamId, StreamPage, StreamState, Timestamp,
+    EventData, EventFilter, EventStore, ExpectedVersion, Metadata, Outcome as WriteOutcome, RecordedEvent,
+    Snapshot, StoreIdentity, StreamId, StreamPage, StreamState, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +48,8 @@ pub enum CounterCommand {
     Add(i64),
     /// Close the counter.
     Close,
+    /// Add each amount: one event per amount.
+    AddEach(Vec<i64>),
 }
 
 /// Refusal of a command on a closed counter.
@@ -68,6 +70,9 @@ impl Aggregate for Counter {
         Ok(match c {
             CounterCommand::Add(by) => vec![CounterEvent::Added { by }],
             CounterCommand::Close => vec![CounterEvent::Closed],
+            CounterCommand::AddEach(amounts) => {
+                amounts.into_iter().map(|by| CounterEvent::Added { by }).collect()
+            }
         })
     }
 
@@ -156,10 +161,22 @@ pub async fn failed_commands_take_no_snapshot(h: Arc<dyn Harness>) -> Outcome {
     let stale = r.load(&id).await.ctx("load")?;
     let mut moved = stale.clone();
     moved.state.closed = false;
-    r.commit(&id, &moved, &[CounterEvent::Added { by: 1 }])
-        .await
-        .ctx("first commit at the loaded version")?;
-    let conflict = r.commit(&id, &stale, &[CounterEvent::Added { by: 1 }]).await;
+    r.commit(
+        &id,
+        &moved,
+        &[CounterEvent::Added { by: 1 }],
+        &Metadata::default(),
+    )
+    .await
+    .ctx("first commit at the loaded version")?;
+    let conflict = r
+        .commit(
+            &id,
+            &stale,
+            &[CounterEvent::Added { by: 1 }],
+            &Metadata::default(),
+        )
+        .await;
     ensure_err!(
         conflict,
         Error::Conflict { .. },
@@ -584,6 +601,107 @@ pub async fn hybrid_repository_repairs_a_lagging_row(h: Arc<dyn Harness>) -> Out
     Ok(Verdict::Passed)
 }
 
+/// A command's metadata (correlation, causation, actor, free key/values) is stored on every
+/// event it produces, through the event-sourced and the hybrid repository, and reads back
+/// unchanged through `read_stream` and `read_all`; a command without metadata stores none,
+/// and the follow-up of a stored event is caused by it, in its correlation.
+pub async fn command_metadata_is_stored_on_every_event(h: Arc<dyn Harness>) -> Outcome {
+    let metadata = Metadata::new()
+        .with_correlation_id("req-7")
+        .with_causation_id("cmd-3")
+        .with_actor("alice \u{e9}")
+        .with_extra("tenant", "acme")
+        .with_extra("z-last", "1");
+    let (id, hybrid_id, plain_id) = (
+        h.namespace().name("md"),
+        h.namespace().name("mdh"),
+        h.namespace().name("mdp"),
+    );
+    let fail = |what: &str, e: RepositoryError<CounterClosed>| crate::Failure(format!("{what}: {e}"));
+    repo(&h)
+        .execute_with(&id, CounterCommand::AddEach(vec![1, 2, 3]), &metadata)
+        .await
+        .map_err(|e| fail("execute_with", e))?;
+    HybridRepository::new(repo(&h), h.stores().states.clone())
+        .execute_with(&hybrid_id, CounterCommand::AddEach(vec![4, 5]), &metadata)
+        .await
+        .map_err(|e| fail("hybrid execute_with", e))?;
+    repo(&h)
+        .execute(&plain_id, CounterCommand::Add(1))
+        .await
+        .map_err(|e| fail("execute", e))?;
+    let mut by_stream = Vec::new();
+    for (aggregate, n) in [(&id, 3), (&hybrid_id, 2), (&plain_id, 1)] {
+        let stream = repo(&h).stream_id(aggregate).ctx("stream id")?;
+        let events = h
+            .stores()
+            .events
+            .read_stream(&stream, 1, 10)
+            .await
+            .ctx("read_stream")?;
+        ensure_eq!(events.len(), n, "events of {stream}");
+        by_stream.push((stream, events));
+    }
+    for (stream, events) in &by_stream[..2] {
+        for e in events {
+            ensure_eq!(
+                e.data.metadata,
+                metadata,
+                "metadata of {stream} v{} through read_stream",
+                e.version
+            );
+        }
+    }
+    ensure!(
+        by_stream[2].1[0].data.metadata.is_empty(),
+        "a command without metadata stores none: {:?}",
+        by_stream[2].1[0].data.metadata
+    );
+    let mut logged = Vec::new();
+    let mut from = Checkpoint::origin();
+    loop {
+        let batch = h
+            .stores()
+            .events
+            .read_all(&from, 100, &EventFilter::all())
+            .await
+            .ctx("read_all")?;
+        logged.extend(batch.events);
+        if batch.caught_up {
+            break;
+        }
+        from = batch.next;
+    }
+    for (stream, events) in &by_stream {
+        for e in events {
+            let Some(found) = logged.iter().find(|l| l.event_id() == e.event_id()) else {
+                return Err(crate::Failure(format!(
+                    "{stream} v{} is not in read_all",
+                    e.version
+                )));
+            };
+            ensure_eq!(
+                found.data.metadata,
+                e.data.metadata,
+                "metadata of {stream} v{} through read_all",
+                e.version
+            );
+        }
+    }
+    let first = &by_stream[0].1[0];
+    let next = first.follow_up();
+    ensure_eq!(
+        (next.causation_id, next.correlation_id, next.actor),
+        (
+            Some(first.event_id().to_string()),
+            metadata.correlation_id.clone(),
+            metadata.actor.clone()
+        ),
+        "the follow-up of a stored event"
+    );
+    Ok(Verdict::Passed)
+}
+
 /// Round-trip budget: loading from a snapshot with no later events is one snapshot read plus
 /// one event read (100). Needs the `round_trips` hook.
 pub async fn snapshot_load_round_trip_budget(h: Arc<dyn Harness>) -> Outcome {
@@ -626,6 +744,7 @@ macro_rules! __policies_tests {
                 resend_after_unknown_outcome_leaves_one_copy,
                 state_repository_concurrency,
                 hybrid_repository_repairs_a_lagging_row,
+                command_metadata_is_stored_on_every_event,
                 snapshot_load_round_trip_budget,
             ]
         );

@@ -1,6 +1,7 @@
 //! Relay behaviours (the event store → bus relay of `cqrs_runtime`), over any stores and bus:
-//! nothing appended is lost when a relay dies mid-run, and two instances never publish at
-//! the same time, even when the leader stalls inside its publishes.
+//! nothing appended is lost when a relay dies mid-run, two instances never publish at the
+//! same time, even when the leader stalls inside its publishes, and a command's metadata
+//! reaches the bus handlers.
 //!
 //! Each behaviour takes the stores and the bus of one backend and a `label` that keeps its
 //! topic, group and checkpoint names apart from other runs on a shared server:
@@ -19,8 +20,9 @@ use std::{
 
 use async_trait::async_trait;
 use cqrs_core::{
+    aggregate::EventSourcedRepository,
     bus::{handler_fn, Delivery, EventBus, MessageId, Subscription, SubscriptionSpec},
-    EventData, ExpectedVersion, Stores, StreamId,
+    EventData, ExpectedVersion, Metadata, Stores, StreamId,
 };
 use cqrs_runtime::{Relay, RelayHandle, RelayOptions, RunnerState};
 use tokio::time::Instant;
@@ -306,5 +308,74 @@ pub async fn stalled_leader_never_publishes_alongside_its_successor(
     a.stop().await.ctx("stop a")?;
     b.stop().await.ctx("stop b")?;
     w.sub.stop().await.ctx("stop the subscriber")?;
+    Ok(())
+}
+
+/// Events a command produced with metadata reach a bus handler through the relay, which
+/// reads the command's metadata back unchanged (`Delivery::metadata`) and derives a
+/// follow-up caused by the event, in its correlation, by its actor (`Delivery::follow_up`).
+///
+/// # Errors
+/// A [`Failure`] naming what did not hold.
+pub async fn command_metadata_reaches_bus_handlers(
+    stores: &Stores,
+    bus: Arc<dyn EventBus>,
+    label: &str,
+) -> Result<(), Failure> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let handler = handler_fn(move |d: Delivery| {
+        let record = record.clone();
+        async move {
+            lock(&record).push((d.message.id, d.metadata(), d.follow_up()));
+            Ok(())
+        }
+    });
+    let topic = format!("metadata_{label}");
+    let sub = bus
+        .subscribe(
+            SubscriptionSpec::new(topic.clone(), format!("check_{label}")),
+            Arc::new(handler),
+        )
+        .await
+        .ctx("subscribe")?;
+    let options = RelayOptions::new(format!("relay_{label}"), topic)
+        .lease_ttl(TTL)
+        .idle_poll(Duration::from_millis(10));
+    let relay = Relay::new(stores, bus, options).start();
+    let metadata = Metadata::new()
+        .with_correlation_id(format!("req-{label}"))
+        .with_causation_id("cmd-1")
+        .with_actor("alice")
+        .with_extra("tenant", "acme");
+    let repo = EventSourcedRepository::<crate::policies::Counter>::new(stores.events.clone());
+    let command = crate::policies::CounterCommand::AddEach(vec![1, 2]);
+    repo.execute_with(&format!("md-{label}"), command, &metadata)
+        .await
+        .map_err(|e| Failure(format!("execute_with: {e}")))?;
+    let deadline = Deadline::after(Duration::from_secs(30));
+    while lock(&seen).len() < 2 {
+        deadline.check("both events to reach the handler")?;
+        crate::poll_pause().await;
+    }
+    relay.stop().await.ctx("stop the relay")?;
+    sub.stop().await.ctx("stop the subscriber")?;
+    let seen = lock(&seen).clone();
+    for (id, read_back, follow_up) in seen {
+        ensure_eq!(
+            read_back,
+            metadata,
+            "metadata of message {id} as the handler reads it"
+        );
+        ensure_eq!(
+            (follow_up.causation_id, follow_up.correlation_id, follow_up.actor),
+            (
+                Some(id.to_string()),
+                metadata.correlation_id.clone(),
+                metadata.actor.clone()
+            ),
+            "follow-up of message {id}"
+        );
+    }
     Ok(())
 }

@@ -148,6 +148,76 @@ pub struct Metadata {
 }
 
 impl Metadata {
+    /// No field set: the same as [`Metadata::default`], the start of a builder chain.
+    ///
+    /// ```
+    /// use cqrs_core::Metadata;
+    /// let m = Metadata::new()
+    ///     .with_correlation_id("req-7")
+    ///     .with_actor("alice")
+    ///     .with_extra("tenant", "acme");
+    /// assert_eq!(m.actor.as_deref(), Some("alice"));
+    /// assert_eq!(m.extra["tenant"], "acme");
+    /// ```
+    pub fn new() -> Self {
+        Metadata::default()
+    }
+
+    /// Sets the correlation id.
+    #[must_use]
+    pub fn with_correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.correlation_id = Some(id.into());
+        self
+    }
+
+    /// Sets the causation id.
+    #[must_use]
+    pub fn with_causation_id(mut self, id: impl Into<String>) -> Self {
+        self.causation_id = Some(id.into());
+        self
+    }
+
+    /// Sets the actor.
+    #[must_use]
+    pub fn with_actor(mut self, actor: impl Into<String>) -> Self {
+        self.actor = Some(actor.into());
+        self
+    }
+
+    /// Adds a free key/value.
+    #[must_use]
+    pub fn with_extra(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.extra.insert(key.into(), value.into());
+        self
+    }
+
+    /// The metadata of a command that `cause` (an event or message id) led to, where
+    /// `self` is the cause's metadata: causation is `cause`, the correlation id carries over
+    /// (or starts at `cause` when the cause had none, so every follow-up of one cause shares
+    /// one), and so does the actor; free key/values do not, they describe one command.
+    /// Override a field with the `with_*` setters. [`RecordedEvent::follow_up`] and
+    /// `Delivery::follow_up` call this with their ids.
+    ///
+    /// ```
+    /// use cqrs_core::{EventId, Metadata};
+    /// let cause = EventId::new();
+    /// let request = Metadata::new().with_correlation_id("req-7").with_actor("alice");
+    /// let next = request.follow_up(cause).with_actor("mailer");
+    /// assert_eq!(next.causation_id, Some(cause.to_string()));
+    /// assert_eq!(next.correlation_id.as_deref(), Some("req-7"));
+    /// assert_eq!(next.actor.as_deref(), Some("mailer"));
+    /// ```
+    #[must_use]
+    pub fn follow_up(&self, cause: impl fmt::Display) -> Metadata {
+        let cause = cause.to_string();
+        Metadata {
+            correlation_id: Some(self.correlation_id.clone().unwrap_or_else(|| cause.clone())),
+            causation_id: Some(cause),
+            actor: self.actor.clone(),
+            extra: BTreeMap::new(),
+        }
+    }
+
     /// True when no field is set.
     pub fn is_empty(&self) -> bool {
         self.correlation_id.is_none()
@@ -296,5 +366,12 @@ impl RecordedEvent {
     /// The event type.
     pub fn event_type(&self) -> &str {
         &self.data.event_type
+    }
+
+    /// The metadata of a command this event leads to (a policy or process manager reacting
+    /// to it): caused by this event, in its correlation, by its actor. See
+    /// [`Metadata::follow_up`].
+    pub fn follow_up(&self) -> Metadata {
+        self.data.metadata.follow_up(self.data.event_id)
     }
 }

@@ -8,6 +8,7 @@
 //! drop the step.
 
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, BTreeSet},
     fmt,
     sync::Arc,
@@ -213,13 +214,27 @@ impl UpcasterChain {
     /// # Errors
     /// [`Error::NoUpcastPath`] when the event is at a version the chain cannot bring forward
     /// (below its first step, or newer than the latest known version); errors of the steps.
-    pub fn upcast(&self, mut event: EventData) -> Result<EventData> {
+    pub fn upcast(&self, event: EventData) -> Result<EventData> {
+        self.upcast_cow(Cow::Owned(event)).map(Cow::into_owned)
+    }
+
+    /// [`UpcasterChain::upcast`] of a borrowed event: copies it only when a step applies.
+    pub(crate) fn upcast_ref<'a>(&self, event: &'a EventData) -> Result<Cow<'a, EventData>> {
+        self.upcast_cow(Cow::Borrowed(event))
+    }
+
+    fn upcast_cow<'a>(&self, mut event: Cow<'a, EventData>) -> Result<Cow<'a, EventData>> {
+        if self.steps.is_empty() {
+            // The common case: nothing to bring forward, and no lookup key to allocate.
+            return Ok(event);
+        }
         let start = (event.event_type.clone(), event.schema_version);
         while let Some(step) = self.steps.get(&(event.event_type.clone(), event.schema_version)) {
             let next_version = event.schema_version + 1;
-            event = (step.f)(event)?;
-            event.event_type.clone_from(&step.to_type);
-            event.schema_version = next_version;
+            let mut next = (step.f)(event.into_owned())?;
+            next.event_type.clone_from(&step.to_type);
+            next.schema_version = next_version;
+            event = Cow::Owned(next);
         }
         match self.latest.get(&event.event_type) {
             Some(&latest) if latest != event.schema_version => Err(Error::NoUpcastPath {

@@ -47,7 +47,7 @@
 use std::{fmt, sync::Arc, time::Duration};
 
 use cqrs_core::{
-    bus::{EventBus, Message, MessageId, Priority},
+    bus::{headers, EventBus, Message, MessageId, Priority},
     Checkpoint, CheckpointStore, Clock, Error, EventFilter, EventStore, Lease, RecordedEvent, Stores,
     SystemClock,
 };
@@ -58,33 +58,19 @@ use crate::{
     RunnerState,
 };
 
-/// The headers a relayed message carries besides the event's own metadata.
-pub mod headers {
-    /// The event type.
-    pub const EVENT_TYPE: &str = "event-type";
-    /// The event's schema version.
-    pub const SCHEMA_VERSION: &str = "schema-version";
-    /// The event's version in its stream.
-    pub const STREAM_VERSION: &str = "stream-version";
-    /// The payload's content encoding, when it is not `identity`.
-    pub const CONTENT_ENCODING: &str = "content-encoding";
-    /// When the event was recorded, in milliseconds since the Unix epoch.
-    pub const RECORDED_AT: &str = "recorded-at";
-    /// The actor of the event's metadata.
-    pub const ACTOR: &str = "actor";
-}
-
 /// The message the relay publishes for `event`: its id is the event id (handlers
 /// de-duplicate on it), its key the stream id (so a stream's events keep their order on
-/// transports that order per key), its payload the stored bytes. Correlation and causation
-/// ids and the free metadata carry over; [`headers`] names the rest.
+/// transports that order per key), its payload the stored bytes. The event's metadata
+/// carries over as it was stored (read it back with [`Delivery::metadata`]), beside the
+/// relay's own [`headers`].
+///
+/// [`Delivery::metadata`]: cqrs_core::bus::Delivery::metadata
 pub fn event_message(event: &RecordedEvent, priority: Priority) -> Message {
     let data = &event.data;
     let mut m = Message::new(event.stream_id.as_str(), data.content_type, data.payload.clone())
         .with_id(MessageId::from_uuid(*data.event_id.as_uuid()))
         .with_priority(priority);
     m.headers = data.metadata.clone();
-    m.headers.actor = None;
     let extra = &mut m.headers.extra;
     extra.insert(headers::EVENT_TYPE.into(), data.event_type.clone());
     extra.insert(headers::SCHEMA_VERSION.into(), data.schema_version.to_string());
@@ -98,9 +84,6 @@ pub fn event_message(event: &RecordedEvent, priority: Priority) -> Message {
             headers::CONTENT_ENCODING.into(),
             data.content_encoding.as_str().into(),
         );
-    }
-    if let Some(actor) = &data.metadata.actor {
-        extra.insert(headers::ACTOR.into(), actor.clone());
     }
     m
 }

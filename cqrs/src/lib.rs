@@ -18,10 +18,55 @@
 //! # Ok(()) }
 //! ```
 
+//! What implementing or consuming the public traits needs comes with the facade:
+//! [`async_trait`] for [`runtime::Projection`] and [`bus::MessageHandler`], [`StreamExt`] and
+//! [`TryStreamExt`] for [`EventStoreExt::stream_events`], [`serde_json`] for document bodies,
+//! and [`codec::decode_event`] to read a recorded event as a domain event. A projection
+//! written with `cqrs::` paths alone:
+//!
+//! ```
+//! use cqrs::{async_trait, codec::decode_event, runtime::Projection, serde_json::json};
+//! use cqrs::{upcast::UpcasterChain, BoxError, Change, Document, RecordedEvent, TryStreamExt};
+//!
+//! #[derive(serde::Deserialize)]
+//! enum OrderEvent { Placed { qty: u32 } }
+//!
+//! struct Quantities { upcasters: UpcasterChain }
+//!
+//! #[async_trait]
+//! impl Projection for Quantities {
+//!     fn name(&self) -> &str { "quantities" }
+//!     fn collections(&self) -> Vec<String> { vec!["quantities".into()] }
+//!     async fn handle(&self, e: &RecordedEvent) -> Result<Vec<Change>, BoxError> {
+//!         let OrderEvent::Placed { qty } = decode_event(&e.data, &self.upcasters)?;
+//!         let document = Document::new(e.stream_id.as_str(), json!({ "qty": qty }));
+//!         Ok(vec![Change::Upsert { collection: "quantities".into(), document }])
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> cqrs::Result<()> {
+//! use cqrs::{EventData, EventStoreExt, ExpectedVersion, StreamId};
+//! let stores = cqrs::connect("memory:").await?;
+//! let order: StreamId = "order-1".parse()?;
+//! let placed = EventData::json("Placed", &json!({ "qty": 2 }))?;
+//! stores.events.append(&order, ExpectedVersion::NoStream, vec![placed]).await?;
+//! let events: Vec<_> = stores.events.stream_events(&order, 1, 100).try_collect().await?;
+//! let changes = Quantities { upcasters: UpcasterChain::default() }.handle(&events[0]).await;
+//! assert_eq!(changes.map(|c| c.len()).ok(), Some(1));
+//! # Ok(()) }
+//! ```
+//!
+//! [`testing`] holds given/when/then fixtures for aggregates and projections.
+
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub use async_trait::async_trait;
 pub use cqrs_core::*;
 pub use cqrs_runtime as runtime;
+pub use futures::{StreamExt, TryStreamExt};
+pub use serde_json;
+
+pub mod testing;
 
 #[cfg(feature = "memory")]
 #[cfg_attr(docsrs, doc(cfg(feature = "memory")))]

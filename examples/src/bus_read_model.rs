@@ -16,8 +16,11 @@
 use std::{sync::Arc, time::Duration};
 
 use cqrs::{
-    bus::{handler_fn, Delivery, EventBus, HandlerError, RetryPolicy, SubscriptionMetrics, SubscriptionSpec},
-    runtime::{relay::headers, Relay, RelayOptions},
+    bus::{
+        handler_fn, headers, Delivery, EventBus, HandlerError, RetryPolicy, SubscriptionMetrics,
+        SubscriptionSpec,
+    },
+    runtime::{Relay, RelayOptions},
     BoxError, Document, EventData, ExpectedVersion, ReadStore, Stores, StreamId,
 };
 use serde::{Deserialize, Serialize};

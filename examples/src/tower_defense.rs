@@ -8,7 +8,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use async_trait::async_trait;
+use cqrs::async_trait;
 use cqrs::{
     aggregate::{Aggregate, EventSourcedRepository, RepositoryError, StateRepository},
     dispatch::QueryDispatcher,
@@ -55,7 +55,7 @@ pub struct GameSession {
 }
 
 /// What a game session records.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
 pub enum GameEvent {
     /// The session opened on a map.
     Opened {
@@ -238,6 +238,13 @@ pub struct Builders {
     reads: Arc<dyn ReadStore>,
 }
 
+impl Builders {
+    /// The projection over `reads`, the store it writes to: it reads its own documents back.
+    pub fn new(reads: Arc<dyn ReadStore>) -> Self {
+        Builders { reads }
+    }
+}
+
 #[async_trait]
 impl Projection for Builders {
     fn name(&self) -> &str {
@@ -259,7 +266,7 @@ impl Projection for Builders {
 
     async fn handle(&self, e: &RecordedEvent) -> Result<Vec<Change>, BoxError> {
         let GameEvent::TowerPlaced { player, kind, .. } =
-            cqrs::aggregate::decode_event(&e.data.event_type, serde_json::from_slice(&e.data.payload)?)?
+            cqrs::codec::decode_event(&e.data, &cqrs::upcast::UpcasterChain::default())?
         else {
             return Ok(vec![]);
         };
@@ -404,9 +411,7 @@ pub async fn play(
         .map_err(|e| e.to_string())?;
     let (profile, _) = profiles.load(&ada).await?;
 
-    let projection = Arc::new(Builders {
-        reads: stores.reads.clone(),
-    });
+    let projection = Arc::new(Builders::new(stores.reads.clone()));
     // Batches of one: `Builders::handle` reads the document the previous event wrote, and
     // a batch commits its changes together at its end.
     let options = RunnerOptions::new()

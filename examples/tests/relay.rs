@@ -1,6 +1,6 @@
-//! The relay's leadership behaviours (`conformance::relay`) on every backend, each store and
-//! bus in a namespace of its own: a relay killed mid-run loses nothing, and a stalled leader
-//! never publishes beside its successor.
+//! The relay behaviours (`conformance::relay`) on every backend, each store and bus in a
+//! namespace of its own: a relay killed mid-run loses nothing, a stalled leader never
+//! publishes beside its successor, and a command's metadata reaches the bus handlers.
 
 #![allow(clippy::unwrap_used)] // test code: a failed setup should panic with its cause
 
@@ -68,4 +68,5 @@ on_every_backend! {
     killed_relay_loses_nothing: conformance::relay::killed_relay_loses_nothing,
     stalled_leader_never_publishes_alongside_its_successor:
         conformance::relay::stalled_leader_never_publishes_alongside_its_successor,
+    command_metadata_reaches_bus_handlers: conformance::relay::command_metadata_reaches_bus_handlers,
 }

@@ -4,16 +4,14 @@ use std::{fmt, marker::PhantomData, sync::Arc};
 
 use futures::TryStreamExt;
 
-use super::{
-    from_event_data, retry_conflicts, stream_of, to_event_data, Aggregate, Executed, RepositoryError,
-};
+use super::{retry_conflicts, stream_of, to_event_data, Aggregate, ConflictRetry, Executed, RepositoryError};
 use crate::{
-    codec::{Codec, Json},
+    codec::{decode_event, Codec, Json},
     compression,
     snapshot_policy::{SnapshotContext, SnapshotPolicy},
     upcast::UpcasterChain,
     AppendOutcome, Clock, ContentEncoding, ContentType, Error, EventData, EventStore, EventStoreExt,
-    ExpectedVersion, Result, Snapshot, SnapshotStore, StreamId, SystemClock, Timestamp,
+    ExpectedVersion, Metadata, Result, Snapshot, SnapshotStore, StreamId, SystemClock, Timestamp,
 };
 
 /// An aggregate as loaded, with what its next save needs.
@@ -33,19 +31,25 @@ pub struct Loaded<A> {
 
 /// Loads aggregates from snapshots and events, saves their new events.
 ///
+/// A command runs once unless [`EventSourcedRepository::retry_on_conflict`] is set; only
+/// that setting needs the command to be `Clone`, since each retry runs on a fresh copy.
+///
 /// ```
 /// # use std::sync::Arc;
-/// # use cqrs_core::aggregate::EventSourcedRepository;
-/// # fn demo<A: cqrs_core::aggregate::Aggregate>(store: Arc<dyn cqrs_core::EventStore>) {
-/// let repo = EventSourcedRepository::<A>::new(store).retry_on_conflict(3);
-/// # let _ = repo; }
+/// # use cqrs_core::aggregate::{Aggregate, EventSourcedRepository};
+/// fn retrying<A: Aggregate>(store: Arc<dyn cqrs_core::EventStore>) -> EventSourcedRepository<A>
+/// where
+///     A::Command: Clone,
+/// {
+///     EventSourcedRepository::new(store).retry_on_conflict(3)
+/// }
 /// ```
 pub struct EventSourcedRepository<A: Aggregate> {
     events: Arc<dyn EventStore>,
     snapshots: Option<(Arc<dyn SnapshotStore>, SnapshotPolicy)>,
     upcasters: Arc<UpcasterChain>,
     clock: Arc<dyn Clock>,
-    conflict_retries: u32,
+    retry: Option<ConflictRetry<A::Command>>,
     resends: u32,
     snapshot_encoding: ContentEncoding,
     page_size: usize,
@@ -57,7 +61,10 @@ impl<A: Aggregate> fmt::Debug for EventSourcedRepository<A> {
         f.debug_struct("EventSourcedRepository")
             .field("kind", &A::KIND)
             .field("snapshots", &self.snapshots.as_ref().map(|(_, p)| p))
-            .field("conflict_retries", &self.conflict_retries)
+            .field(
+                "conflict_retries",
+                &self.retry.as_ref().map_or(0, ConflictRetry::max),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -71,7 +78,7 @@ impl<A: Aggregate> EventSourcedRepository<A> {
             snapshots: None,
             upcasters: Arc::new(UpcasterChain::default()),
             clock: Arc::new(SystemClock),
-            conflict_retries: 0,
+            retry: None,
             resends: 3,
             snapshot_encoding: ContentEncoding::Gzip,
             page_size: 5_000,
@@ -100,10 +107,16 @@ impl<A: Aggregate> EventSourcedRepository<A> {
         self
     }
 
-    /// Re-runs a command on fresh state up to `n` times when its append conflicts.
+    /// Re-runs a command on fresh state up to `n` times when its append conflicts. Each
+    /// attempt runs on a clone of the command, which is why only retrying needs
+    /// `Command: Clone`: without this setting [`EventSourcedRepository::execute`] moves the
+    /// command into its one attempt and reports a conflict as [`Error::Conflict`].
     #[must_use]
-    pub fn retry_on_conflict(mut self, n: u32) -> Self {
-        self.conflict_retries = n;
+    pub fn retry_on_conflict(mut self, n: u32) -> Self
+    where
+        A::Command: Clone,
+    {
+        self.retry = Some(ConflictRetry::new(n));
         self
     }
 
@@ -184,8 +197,9 @@ impl<A: Aggregate> EventSourcedRepository<A> {
             .stream_events(&stream, loaded.version + 1, self.page_size);
         let mut applied = 0;
         while let Some(recorded) = events.try_next().await? {
-            let data = self.upcasters.upcast(recorded.data)?;
-            loaded.state.apply(&from_event_data(&data)?);
+            loaded
+                .state
+                .apply(&decode_event(&recorded.data, &self.upcasters)?);
             loaded.version = recorded.version;
             applied += 1;
         }
@@ -193,16 +207,15 @@ impl<A: Aggregate> EventSourcedRepository<A> {
         Ok(applied)
     }
 
-    pub(crate) fn conflict_retries(&self) -> u32 {
-        self.conflict_retries
+    pub(crate) fn retry(&self) -> Option<&ConflictRetry<A::Command>> {
+        self.retry.as_ref()
     }
 
-    /// Loads, decides and saves: the command runs on fresh state, its events are appended at
-    /// the loaded version, and a snapshot is taken if the policy says so.
+    /// Loads, decides and saves, with no metadata: [`EventSourcedRepository::execute_with`]
+    /// with [`Metadata::default`].
     ///
     /// # Errors
-    /// [`RepositoryError::Domain`] when the aggregate refuses; [`Error::Conflict`] when the
-    /// stream moved on and retries are exhausted; other store errors.
+    /// As [`EventSourcedRepository::execute_with`].
     ///
     /// # Cancel safety
     /// Not cancel safe: the append may commit after the future is dropped.
@@ -210,29 +223,60 @@ impl<A: Aggregate> EventSourcedRepository<A> {
         &self,
         id: &str,
         command: A::Command,
-    ) -> std::result::Result<Executed, RepositoryError<A::Error>>
-    where
-        A::Command: Clone,
-    {
-        retry_conflicts(self.conflict_retries, || async {
+    ) -> std::result::Result<Executed, RepositoryError<A::Error>> {
+        self.execute_with(id, command, &Metadata::default()).await
+    }
+
+    /// Loads, decides and saves: the command runs on fresh state, its events are appended at
+    /// the loaded version, each carrying `metadata` (correlation, causation, actor, free
+    /// key/values), and a snapshot is taken if the policy says so.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use cqrs_core::{aggregate::{Aggregate, EventSourcedRepository}, EventStore, Metadata};
+    /// # async fn demo<A: Aggregate>(store: Arc<dyn EventStore>, command: A::Command) -> Result<(), Box<dyn std::error::Error>> {
+    /// let repo = EventSourcedRepository::<A>::new(store);
+    /// let metadata = Metadata::new().with_correlation_id("req-7").with_actor("alice");
+    /// repo.execute_with("ada", command, &metadata).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`RepositoryError::Domain`] when the aggregate refuses; [`Error::Conflict`] when the
+    /// stream moved on and no retry is left (see
+    /// [`EventSourcedRepository::retry_on_conflict`]); other store errors.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: the append may commit after the future is dropped.
+    pub async fn execute_with(
+        &self,
+        id: &str,
+        command: A::Command,
+        metadata: &Metadata,
+    ) -> std::result::Result<Executed, RepositoryError<A::Error>> {
+        retry_conflicts(self.retry.as_ref(), command, |command| async move {
             let loaded = self.load(id).await?;
-            let events = loaded
-                .state
-                .handle(command.clone())
-                .map_err(RepositoryError::Domain)?;
-            Ok(self.commit(id, &loaded, &events).await?)
+            let events = loaded.state.handle(command).map_err(RepositoryError::Domain)?;
+            Ok(self.commit(id, &loaded, &events, metadata).await?)
         })
         .await
     }
 
-    /// Appends `events` at `loaded.version` and snapshots by policy. Event ids are assigned
-    /// once here, so the re-sends after [`Error::Unavailable`] are idempotent.
+    /// Appends `events` at `loaded.version`, each carrying `metadata`, and snapshots by
+    /// policy. Event ids are assigned once here, so the re-sends after
+    /// [`Error::Unavailable`] are idempotent.
     ///
     /// # Errors
     /// [`Error::Conflict`] if the stream moved on; other store errors.
-    pub async fn commit(&self, id: &str, loaded: &Loaded<A>, events: &[A::Event]) -> Result<Executed> {
+    pub async fn commit(
+        &self,
+        id: &str,
+        loaded: &Loaded<A>,
+        events: &[A::Event],
+        metadata: &Metadata,
+    ) -> Result<Executed> {
         let stream = self.stream_id(id)?;
-        let batch = to_event_data(events, |ty| self.upcasters.latest_version(ty))?;
+        let batch = to_event_data(events, |ty| self.upcasters.latest_version(ty), metadata)?;
         let types: Vec<String> = batch.iter().map(|e| e.event_type.clone()).collect();
         let outcome = self
             .append_resending(&stream, ExpectedVersion::Exact(loaded.version), batch)

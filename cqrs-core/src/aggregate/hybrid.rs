@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{retry_conflicts, Aggregate, EventSourcedRepository, Executed, Loaded, RepositoryError};
 use crate::{
     codec::{Codec, Json},
-    Error, Result, StateExpectation, StateStore,
+    Error, Metadata, Result, StateExpectation, StateStore,
 };
 
 /// How many lost compare-and-set races a row write tolerates before giving up.
@@ -87,27 +87,34 @@ impl<A: Aggregate> HybridRepository<A> {
         Ok(loaded)
     }
 
-    /// Loads, decides, appends, then writes the row.
+    /// [`HybridRepository::execute_with`] with no metadata.
     ///
     /// # Errors
-    /// As [`EventSourcedRepository::execute`]. Once the events are committed the call
-    /// succeeds: a row that fails to save is reported in [`Executed::row_error`], so a
-    /// caller never re-runs a command whose events are already in the stream.
+    /// As [`HybridRepository::execute_with`].
     pub async fn execute(
         &self,
         id: &str,
         command: A::Command,
-    ) -> std::result::Result<Executed, RepositoryError<A::Error>>
-    where
-        A::Command: Clone,
-    {
-        retry_conflicts(self.events.conflict_retries(), || async {
+    ) -> std::result::Result<Executed, RepositoryError<A::Error>> {
+        self.execute_with(id, command, &Metadata::default()).await
+    }
+
+    /// Loads, decides, appends (every event carrying `metadata`), then writes the row.
+    ///
+    /// # Errors
+    /// As [`EventSourcedRepository::execute_with`]. Once the events are committed the call
+    /// succeeds: a row that fails to save is reported in [`Executed::row_error`], so a
+    /// caller never re-runs a command whose events are already in the stream.
+    pub async fn execute_with(
+        &self,
+        id: &str,
+        command: A::Command,
+        metadata: &Metadata,
+    ) -> std::result::Result<Executed, RepositoryError<A::Error>> {
+        retry_conflicts(self.events.retry(), command, |command| async move {
             let mut loaded = self.load(id).await?;
-            let events = loaded
-                .state
-                .handle(command.clone())
-                .map_err(RepositoryError::Domain)?;
-            let mut done = self.events.commit(id, &loaded, &events).await?;
+            let events = loaded.state.handle(command).map_err(RepositoryError::Domain)?;
+            let mut done = self.events.commit(id, &loaded, &events, metadata).await?;
             events.iter().for_each(|e| loaded.state.apply(e));
             done.row_error = self.write_row(id, &loaded.state, done.version).await.err();
             Ok(done)

@@ -2,7 +2,7 @@
 
 use std::{fmt, marker::PhantomData, sync::Arc};
 
-use super::{retry_conflicts, Aggregate, Executed, RepositoryError};
+use super::{retry_conflicts, Aggregate, ConflictRetry, Executed, RepositoryError};
 use crate::{
     codec::{Codec, Json},
     validate_name, Result, StateExpectation, StateStore,
@@ -12,7 +12,7 @@ use crate::{
 /// optimistic concurrency; the events a command produces are applied and dropped.
 pub struct StateRepository<A: Aggregate> {
     states: Arc<dyn StateStore>,
-    conflict_retries: u32,
+    retry: Option<ConflictRetry<A::Command>>,
     aggregate: PhantomData<fn() -> A>,
 }
 
@@ -29,15 +29,19 @@ impl<A: Aggregate> StateRepository<A> {
     pub fn new(states: Arc<dyn StateStore>) -> Self {
         StateRepository {
             states,
-            conflict_retries: 0,
+            retry: None,
             aggregate: PhantomData,
         }
     }
 
-    /// Re-runs a command on fresh state up to `n` times on a version conflict.
+    /// Re-runs a command on fresh state up to `n` times on a version conflict. Each attempt
+    /// runs on a clone of the command, which is why only retrying needs `Command: Clone`.
     #[must_use]
-    pub fn retry_on_conflict(mut self, n: u32) -> Self {
-        self.conflict_retries = n;
+    pub fn retry_on_conflict(mut self, n: u32) -> Self
+    where
+        A::Command: Clone,
+    {
+        self.retry = Some(ConflictRetry::new(n));
         self
     }
 
@@ -62,13 +66,10 @@ impl<A: Aggregate> StateRepository<A> {
         &self,
         id: &str,
         command: A::Command,
-    ) -> std::result::Result<Executed, RepositoryError<A::Error>>
-    where
-        A::Command: Clone,
-    {
-        retry_conflicts(self.conflict_retries, || async {
+    ) -> std::result::Result<Executed, RepositoryError<A::Error>> {
+        retry_conflicts(self.retry.as_ref(), command, |command| async move {
             let (mut state, version) = self.load(id).await?;
-            let events = state.handle(command.clone()).map_err(RepositoryError::Domain)?;
+            let events = state.handle(command).map_err(RepositoryError::Domain)?;
             events.iter().for_each(|e| state.apply(e));
             let expected = version.map_or(StateExpectation::New, StateExpectation::Version);
             let version = self

@@ -216,6 +216,29 @@ impl Message {
     }
 }
 
+/// The headers the relay (`cqrs_runtime::Relay`) adds to a relayed event's own metadata,
+/// in [`Metadata::extra`]; [`Delivery::metadata`] leaves them out.
+pub mod headers {
+    /// The event type.
+    pub const EVENT_TYPE: &str = "event-type";
+    /// The event's schema version.
+    pub const SCHEMA_VERSION: &str = "schema-version";
+    /// The event's version in its stream.
+    pub const STREAM_VERSION: &str = "stream-version";
+    /// The payload's content encoding, when it is not `identity`.
+    pub const CONTENT_ENCODING: &str = "content-encoding";
+    /// When the event was recorded, in milliseconds since the Unix epoch.
+    pub const RECORDED_AT: &str = "recorded-at";
+    /// All of the above.
+    pub const ALL: [&str; 5] = [
+        EVENT_TYPE,
+        SCHEMA_VERSION,
+        STREAM_VERSION,
+        CONTENT_ENCODING,
+        RECORDED_AT,
+    ];
+}
+
 /// A message handed to a handler, with where it came from and how often it was tried.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
@@ -233,4 +256,36 @@ pub struct Delivery {
     pub entry: String,
     /// 1 on the first delivery, counted by the bus itself (claims after a crash count too).
     pub attempt: u32,
+}
+
+impl Delivery {
+    /// The metadata the message carries: for a relayed event, the metadata of the command
+    /// that produced it (correlation, causation, actor, free key/values) without the relay's
+    /// own [`headers`].
+    ///
+    /// ```
+    /// use cqrs_core::{bus::{headers, Delivery, Message}, ContentType, Metadata};
+    /// let message = Message::new("order-1", ContentType::Json, "{}")
+    ///     .with_correlation_id("req-7")
+    ///     .with_header(headers::EVENT_TYPE, "Placed");
+    /// let delivery = Delivery {
+    ///     message, topic: "orders".into(), group: "mailer".into(), consumer: "c1".into(),
+    ///     partition: 0, entry: "1-0".into(), attempt: 1,
+    /// };
+    /// assert_eq!(delivery.metadata(), Metadata::new().with_correlation_id("req-7"));
+    /// ```
+    pub fn metadata(&self) -> Metadata {
+        let mut metadata = self.message.headers.clone();
+        for header in headers::ALL {
+            metadata.extra.remove(header);
+        }
+        metadata
+    }
+
+    /// The metadata of a command this message leads to: caused by the message (for a
+    /// relayed event, by the event: the message id is the event id), in its correlation, by
+    /// its actor. See [`Metadata::follow_up`].
+    pub fn follow_up(&self) -> Metadata {
+        self.message.headers.follow_up(self.message.id)
+    }
 }

@@ -44,7 +44,7 @@ pub use breaker::{Breaker, BreakerState, CircuitBreakerSettings};
 pub use dead_letter::{DeadLetter, DeadLetterReason};
 pub use handler::{handler_fn, HandlerError, HandlerErrorKind, HandlerFn, MessageHandler};
 pub use latency::{LatencyPercentiles, LatencyWindow};
-pub use message::{Delivery, Message, MessageId, Priority};
+pub use message::{headers, Delivery, Message, MessageId, Priority};
 pub use partition::{key_hash, partition_for, IntHasher, IntMap, IntSet};
 pub use priority::PriorityScheduler;
 pub use retry::{Backoff, RetryPolicy};

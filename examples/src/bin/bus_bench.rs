@@ -48,7 +48,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use async_trait::async_trait;
+use cqrs::async_trait;
 use cqrs::{
     bus::{Delivery, EventBus, HandlerError, Message, MessageHandler, Subscription, SubscriptionSpec},
     memory::MemoryBus,

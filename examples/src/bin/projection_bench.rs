@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use async_trait::async_trait;
+use cqrs::async_trait;
 use cqrs::{
     runtime::{Projection, ProjectionRunner, RunnerOptions, RunnerState},
     BoxError, Change, ContentType, Document, EventData, EventFilter, ExpectedVersion, FieldType, ReadStore,

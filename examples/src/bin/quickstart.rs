@@ -1,7 +1,7 @@
 //! Quickstart: an event-sourced bank account on the embedded in-memory backend.
 //!
 //! Run with `cargo run -p examples --bin quickstart`. It defines an aggregate, executes
-//! commands, shows a conflict being detected, takes a snapshot by policy and reads events
+//! commands (one with request metadata), shows a conflict being detected, takes a snapshot by policy and reads events
 //! written by an older schema through an upcaster.
 
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use cqrs::{
     aggregate::{Aggregate, EventSourcedRepository, RepositoryError},
     snapshot_policy::SnapshotPolicy,
     upcast::UpcasterChain,
-    EventData, ExpectedVersion,
+    EventData, ExpectedVersion, Metadata,
 };
 use serde::{Deserialize, Serialize};
 
@@ -101,19 +101,39 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         loaded.state.owner, loaded.state.balance
     );
 
-    let done = repo.execute("ada", AccountCommand::Deposit(250)).await?;
+    // Who asked and on behalf of which request: stored on every event the command produces.
+    let request = Metadata::new().with_correlation_id("req-1").with_actor("clerk-7");
+    let done = repo
+        .execute_with("ada", AccountCommand::Deposit(250), &request)
+        .await?;
+    let deposit = stores.events.read_stream(&stream, done.version, 1).await?;
     println!(
-        "2. deposited 250: stream at version {}, snapshot taken: {}",
-        done.version, done.snapshot_taken
+        "2. deposited 250: stream at version {}, snapshot taken: {}, metadata stored: {}",
+        done.version,
+        done.snapshot_taken,
+        deposit
+            .first()
+            .map_or(String::new(), |e| e.data.metadata.to_json())
     );
 
     // Two clerks load the same version; the second to save is told the stream moved on.
     let clerk_a = repo.load("ada").await?;
     let clerk_b = repo.load("ada").await?;
-    repo.commit("ada", &clerk_a, &[AccountEvent::Withdrawn { amount: 100 }])
-        .await?;
+    let no_metadata = Metadata::default();
+    repo.commit(
+        "ada",
+        &clerk_a,
+        &[AccountEvent::Withdrawn { amount: 100 }],
+        &no_metadata,
+    )
+    .await?;
     match repo
-        .commit("ada", &clerk_b, &[AccountEvent::Withdrawn { amount: 100 }])
+        .commit(
+            "ada",
+            &clerk_b,
+            &[AccountEvent::Withdrawn { amount: 100 }],
+            &no_metadata,
+        )
         .await
     {
         Err(e) if e.is_conflict() => println!("3. conflict detected, nothing written: {e}"),
