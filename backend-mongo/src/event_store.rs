@@ -38,7 +38,18 @@ impl StreamMeta {
         let Some(d) = d else {
             return Ok(StreamMeta::default());
         };
-        let st = d.get_str("st").unwrap_or("live");
+        // A state this backend never writes is damage at rest: refusing it here refuses the
+        // append (which reads the meta first) before anything is written.
+        let st = match d.get("st") {
+            None => "live",
+            Some(Bson::String(st)) if matches!(st.as_str(), "live" | "soft" | "tomb") => st.as_str(),
+            Some(other) => {
+                return Err(Error::corrupt(format!(
+                    "the streams document of {:?} holds state {other} (expected live, soft or tomb)",
+                    d.get_str("_id").unwrap_or_default()
+                )))
+            }
+        };
         Ok(StreamMeta {
             tombstoned: st == "tomb",
             deleted_at: if st == "soft" {
@@ -929,6 +940,15 @@ mod tests {
             "an append after a soft delete revives it"
         );
         assert_eq!(soft.floor, 4);
+        for damaged in [doc! { "_id": "s", "st": "zz" }, doc! { "_id": "s", "st": 7_i64 }] {
+            assert!(
+                matches!(
+                    StreamMeta::from_document(Some(&damaged)),
+                    Err(Error::Corrupt { .. })
+                ),
+                "{damaged}"
+            );
+        }
         let tomb = StreamMeta::from_document(Some(&doc! { "_id": "s", "st": "tomb" })).unwrap();
         assert_eq!(tomb.state(0), StreamState::Tombstoned);
         let truncated = StreamMeta::from_document(Some(&doc! { "_id": "s", "fl": 7_i64 })).unwrap();

@@ -48,6 +48,9 @@ mod bus;
 mod checkpoint_store;
 mod error;
 mod event_store;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod log;
 mod migrate;
 mod options;

@@ -7,8 +7,9 @@ use cqrs_core::{
 };
 
 use crate::conn::reply;
-use crate::error::{parse_state, unexpected};
-use crate::event_store::{pack, ALL, EVENTS, HEAD, IDS, LIVE, LOG};
+use crate::error::{damaged_head, parse_state, unexpected};
+use crate::event_store::{ALL, EVENTS, HEAD, IDS, LIVE, LOG};
+use crate::packed::pack;
 use crate::{scripts, RedisBackend};
 
 #[async_trait]
@@ -90,6 +91,7 @@ impl Admin for RedisBackend {
             "deleted" => Err(Error::StreamDeleted {
                 stream: stream.clone(),
             }),
+            "corrupt" => Err(damaged_head(stream, items)),
             other => Err(unexpected(&format!("import answered {other:?}"))),
         }
     }

@@ -1,7 +1,7 @@
 //! Mapping redis-rs errors and script answers to the core [`Error`].
 
-use cqrs_core::{Error, Outcome, StreamState};
-use redis::{ErrorKind, RedisError, ServerErrorKind};
+use cqrs_core::{Error, Outcome, StreamId, StreamState, MAX_VERSION};
+use redis::{ErrorKind, RedisError, ServerErrorKind, Value};
 
 /// Maps a driver error: a refused connection or a server that refuses commands while it
 /// loads or fails over is [`Outcome::NotSent`]; a timeout or a dropped connection may have
@@ -123,11 +123,29 @@ pub(crate) fn unexpected(what: &str) -> Error {
     Error::backend("redis", format!("unexpected reply from Redis: {what}"))
 }
 
-/// Parses a stream state as the scripts report it: `M`, `L:<v>`, `S:<v>`, `T`.
+/// A script's `{'corrupt', field, value}` answer (`damaged` in `common.lua`): a head field of
+/// `stream` holds what no script writes, so the script wrote nothing.
+pub(crate) fn damaged_head(stream: &StreamId, mut items: std::vec::IntoIter<Value>) -> Error {
+    let mut text = || match items.next() {
+        Some(Value::BulkString(b)) => String::from_utf8_lossy(&b).into_owned(),
+        other => format!("{other:?}"),
+    };
+    let (field, value) = (text(), text());
+    Error::corrupt(format!(
+        "the head of stream {stream} holds {value:?} in field `{field}`, which no write of this \
+         store makes; the call wrote nothing"
+    ))
+}
+
+/// Parses a stream state as the scripts report it: `M`, `L:<v>`, `S:<v>`, `T`. A version
+/// reads exactly as the scripts write it (decimal, no sign or leading zero, at most
+/// [`MAX_VERSION`]), so a head the append script refuses never reads as a state.
 pub(crate) fn parse_state(s: &str) -> Result<StreamState, Error> {
     let version = |v: &str| {
         v.parse::<u64>()
-            .map_err(|_| Error::corrupt(format!("stream state {s:?}")))
+            .ok()
+            .filter(|n| *n <= MAX_VERSION && n.to_string() == v)
+            .ok_or_else(|| Error::corrupt(format!("stream state {s:?}")))
     };
     match s.split_once(':') {
         None if s == "M" => Ok(StreamState::Missing),
@@ -148,7 +166,9 @@ mod tests {
         assert_eq!(parse_state("L:4").unwrap(), StreamState::Live(4));
         assert_eq!(parse_state("S:2").unwrap(), StreamState::SoftDeleted(2));
         assert_eq!(parse_state("T").unwrap(), StreamState::Tombstoned);
-        assert!(parse_state("X:1").is_err());
+        for bad in ["X:1", "L:-5", "L:007", "L:+1", "S:", "L:9223372036854775808"] {
+            assert!(parse_state(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -40,9 +40,13 @@ mod checkpoint_store;
 mod conn;
 mod error;
 mod event_store;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod keys;
 mod log;
 mod options;
+mod packed;
 mod read_store;
 mod scripts;
 mod snapshot_store;

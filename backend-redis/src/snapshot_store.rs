@@ -15,7 +15,7 @@ pub(crate) fn padded(version: u64) -> String {
 }
 
 /// `<schema revision>\n<content type>\n<encoding>\n<taken at ms>\n<payload>`.
-fn encode(s: &Snapshot) -> Vec<u8> {
+pub(crate) fn encode(s: &Snapshot) -> Vec<u8> {
     let mut out = format!(
         "{}\n{}\n{}\n{}\n",
         s.schema_revision,
@@ -28,7 +28,7 @@ fn encode(s: &Snapshot) -> Vec<u8> {
     out
 }
 
-fn decode(stream: &StreamId, version: u64, bytes: Vec<u8>) -> Result<Snapshot> {
+pub(crate) fn decode(stream: &StreamId, version: u64, bytes: Vec<u8>) -> Result<Snapshot> {
     let corrupt = || Error::corrupt(format!("snapshot {version} of {stream}"));
     let mut fields = Vec::with_capacity(4);
     let mut rest = bytes.as_slice();

@@ -19,6 +19,21 @@ use cqrs_core::{
     LimitKind, Limits, Outcome, Snapshot, SnapshotStore, StreamId, Timestamp,
 };
 
+/// No persistence: a restart starts empty.
+const NO_AOF: &[&str] = &["--appendonly", "no"];
+/// An fsync before every reply.
+const AOF_ALWAYS: &[&str] = &["--appendonly", "yes", "--appendfsync", "always"];
+/// The Redis default for AOF: an OS crash loses up to about a second of acknowledged writes.
+/// No automatic rewrite, so the writes stay in one incr file that a test can cut.
+const AOF_EVERYSEC: &[&str] = &[
+    "--appendonly",
+    "yes",
+    "--appendfsync",
+    "everysec",
+    "--auto-aof-rewrite-percentage",
+    "0",
+];
+
 /// A redis-server of our own, on a free loopback port, in a temporary directory.
 struct OwnServer {
     port: u16,
@@ -28,7 +43,7 @@ struct OwnServer {
 }
 
 impl OwnServer {
-    fn start(persistent: bool) -> OwnServer {
+    fn start(persistence: &[&str]) -> OwnServer {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -47,11 +62,7 @@ impl OwnServer {
             "--maxmemory-policy".into(),
             "noeviction".into(),
         ];
-        if persistent {
-            args.extend(["--appendonly", "yes", "--appendfsync", "always"].map(String::from));
-        } else {
-            args.extend(["--appendonly", "no"].map(String::from));
-        }
+        args.extend(persistence.iter().map(|a| (*a).to_owned()));
         let mut server = OwnServer {
             port,
             dir,
@@ -128,7 +139,7 @@ async fn append_until_answered(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_kill_9_keeps_every_acknowledged_append_and_recovers() {
-    let mut server = OwnServer::start(true);
+    let mut server = OwnServer::start(AOF_ALWAYS);
     let store = RedisBackend::open(options(server.url(), "fault"))
         .await
         .expect("open the store on our own server");
@@ -207,7 +218,7 @@ async fn fault_kill_9_keeps_every_acknowledged_append_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_restart_without_persistence_is_data_loss_for_a_tailing_reader() {
-    let mut server = OwnServer::start(false);
+    let mut server = OwnServer::start(NO_AOF);
     let store = RedisBackend::open(options(server.url(), "fault"))
         .await
         .expect("open the store on our own server");
@@ -355,7 +366,7 @@ async fn fault_bus_broker_restart_mid_stream_loses_nothing() {
     use cqrs_core::bus::{handler_fn, Delivery, EventBus, Message, MessageId, SubscriptionSpec};
     use std::collections::HashSet;
 
-    let mut server = OwnServer::start(true);
+    let mut server = OwnServer::start(AOF_ALWAYS);
     let bus = RedisBus::open(
         options(server.url(), "busfault"),
         RedisBusOptions::new().block(Duration::from_millis(50)),
@@ -421,4 +432,157 @@ async fn fault_bus_broker_restart_mid_stream_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     sub.stop().await.expect("stop after the restart");
+}
+
+/// Every event after `from`, and the checkpoint after them.
+async fn read_to_end(store: &RedisBackend, from: &Checkpoint) -> (Vec<cqrs_core::RecordedEvent>, Checkpoint) {
+    let mut checkpoint = from.clone();
+    let mut events = Vec::new();
+    loop {
+        let batch = store
+            .read_all(&checkpoint, 1000, &EventFilter::all())
+            .await
+            .expect("read_all");
+        events.extend(batch.events);
+        checkpoint = batch.next;
+        if batch.caught_up {
+            return (events, checkpoint);
+        }
+    }
+}
+
+/// The byte offsets of the `MULTI` commands of an AOF (a sequence of RESP arrays of bulk
+/// strings): each of our appends is one script, whose writes the AOF keeps as one
+/// `MULTI`…`EXEC` block, so cutting the file at one of these offsets drops whole appends.
+fn multi_offsets(aof: &[u8]) -> Vec<usize> {
+    fn line(aof: &[u8], at: &mut usize) -> usize {
+        let end = *at
+            + aof[*at..]
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .expect("a RESP line");
+        let n = std::str::from_utf8(&aof[*at + 1..end]).unwrap().parse().unwrap();
+        *at = end + 2;
+        n
+    }
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < aof.len() {
+        let start = at;
+        assert_eq!(aof[at], b'*', "a RESP array at byte {at} of the AOF");
+        for i in 0..line(aof, &mut at) {
+            let len = line(aof, &mut at);
+            if i == 0 && aof[at..at + len].eq_ignore_ascii_case(b"MULTI") {
+                out.push(start);
+            }
+            at += len + 2;
+        }
+    }
+    out
+}
+
+/// Cuts the last `appends` appends off the server's AOF (Redis 7: the incr file of the
+/// multi-part AOF in `appendonlydir/`), as an OS crash under `appendfsync everysec` loses
+/// the writes of the last second.
+fn cut_aof_tail(dir: &std::path::Path, appends: usize) {
+    let incr: Vec<PathBuf> = std::fs::read_dir(dir.join("appendonlydir"))
+        .expect("appendonlydir")
+        .map(|e| e.expect("a directory entry").path())
+        .filter(|p| p.to_string_lossy().ends_with(".incr.aof"))
+        .collect();
+    assert_eq!(incr.len(), 1, "one incr file: {incr:?}");
+    let aof = std::fs::read(&incr[0]).expect("read the AOF");
+    let multis = multi_offsets(&aof);
+    assert!(multis.len() > appends, "{} appends in the AOF", multis.len());
+    let cut = multis[multis.len() - appends];
+    std::fs::write(&incr[0], &aof[..cut]).expect("cut the AOF");
+}
+
+/// An OS crash under `appendfsync everysec` loses the AOF tail: the last 50 acknowledged
+/// appends. A reader that saw them, resumed from its saved checkpoint or live with its
+/// checkpoint in memory across the restart, gets DataLoss, and still does after new appends
+/// have moved the log past its position again (they reuse the lost versions with other
+/// events). A reader whose checkpoint is behind the lost tail resumes with the new events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_lost_aof_tail_is_data_loss_even_after_new_appends() {
+    let mut server = OwnServer::start(AOF_EVERYSEC);
+    let live = RedisBackend::open(options(server.url(), "fault"))
+        .await
+        .expect("open the store on our own server");
+    let stream = StreamId::new("s").unwrap();
+    for n in 0..150 {
+        live.append(&stream, ExpectedVersion::Any, vec![event(n)])
+            .await
+            .expect("append");
+    }
+    let (first, behind) = read_to_end(&live, &Checkpoint::origin()).await;
+    assert_eq!(first.len(), 150);
+    let behind = {
+        // The checkpoint after version 100: behind the tail that will be lost.
+        let mut c = Checkpoint::origin();
+        c.store = behind.store.clone();
+        c.advance(&first[99].position);
+        c
+    };
+    let (_, seen) = read_to_end(&live, &behind).await;
+    let saved = seen.to_json();
+
+    server.kill();
+    cut_aof_tail(&server.dir, 50);
+    server.spawn();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let resumed = loop {
+        match RedisBackend::open(options(server.url(), "fault")).await {
+            Ok(store) => break store,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("reopen after the restart: {e:?}"),
+        }
+    };
+    assert_eq!(
+        resumed.stream_state(&stream).await.expect("stream_state"),
+        cqrs_core::StreamState::Live(100),
+        "the restart lost the last 50 appends"
+    );
+    let saved = Checkpoint::from_json(&saved).expect("the saved checkpoint");
+    let data_loss = |answer: cqrs_core::Result<cqrs_core::Batch>, who: &str| {
+        assert!(
+            matches!(answer, Err(Error::DataLoss { partition: 0 })),
+            "{who}: expected DataLoss, got {answer:?}"
+        );
+    };
+    data_loss(
+        resumed.read_all(&saved, 100, &EventFilter::all()).await,
+        "resumed, log behind it",
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let answer = loop {
+        match live.read_all(&seen, 100, &EventFilter::all()).await {
+            Err(Error::Unavailable { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => break other,
+        }
+    };
+    data_loss(answer, "live, log behind it");
+
+    for n in 0..3 {
+        append_until_answered(&live, &stream, &[event(1000 + n)]).await;
+    }
+    data_loss(
+        resumed.read_all(&saved, 100, &EventFilter::all()).await,
+        "resumed after 3 new appends",
+    );
+    data_loss(
+        live.read_all(&seen, 100, &EventFilter::all()).await,
+        "live after 3 new appends",
+    );
+    let (new, _) = read_to_end(&resumed, &behind).await;
+    assert_eq!(
+        new.iter().map(|e| e.version).collect::<Vec<_>>(),
+        vec![101, 102, 103],
+        "a checkpoint behind the lost tail resumes with the new events"
+    );
 }

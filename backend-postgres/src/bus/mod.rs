@@ -35,4 +35,21 @@ mod outbox;
 mod window;
 
 pub use options::PgBusOptions;
+
+/// An outbox row's columns as the consumer decodes them, for the fuzz targets in `fuzz/`
+/// (feature `fuzzing`; not a stable API).
+///
+/// # Errors
+/// Why the row is not a message.
+#[cfg(feature = "fuzzing")]
+pub fn decode_outbox_row(
+    id: uuid::Uuid,
+    key: String,
+    priority: i16,
+    headers: &str,
+    content_type: &str,
+    payload: Vec<u8>,
+) -> std::result::Result<cqrs_core::bus::Message, String> {
+    outbox::decode(id, key, priority, headers, content_type, payload)
+}
 pub use outbox::PgBus;

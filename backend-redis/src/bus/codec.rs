@@ -256,7 +256,7 @@ pub(super) fn entry(v: Value) -> Result<Entry> {
 
 /// A stream entry id `ms-seq` as numbers (for ordering).
 pub(super) fn entry_id(id: &str) -> Option<(u64, u64)> {
-    crate::event_store::parse_entry_id(id).map(|[ms, seq]| (ms, seq))
+    crate::packed::parse_entry_id(id).map(|[ms, seq]| (ms, seq))
 }
 
 /// Decodes a dead-letter entry of partition `partition`.

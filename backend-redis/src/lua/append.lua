@@ -64,8 +64,9 @@ end
 
 -- `greatest`: `g` or `m`; the ordered prefix: versions 1..pe, px its greatest id (none: pe
 -- is '0').
-local v, st, layout, greatest, b, pe, px = id_layout(KEYS[1])
+local v, st, layout, greatest, b, pe, px, bad = id_layout(KEYS[1])
 if st == 'T' then return {'deleted'} end
+if bad then return bad end
 local idkey = KEYS[1]
 -- `fresh`: no id of the batch can be committed already. The usual case with time-ordered ids
 -- from one writer: the batch's smallest id is above every committed one. A stream without
@@ -75,6 +76,7 @@ if layout == 'x' then
   idkey = KEYS[3]
   local l = redis.call('HMGET', KEYS[1], 'mx', 'mv')
   mx = l[1]
+  if mx and #mx ~= 16 then return damaged('mx', mx) end
   known = mx and l[2] == v
   fresh = known and bytes_gt(lo, mx)
 else
@@ -171,19 +173,22 @@ local first = dec_add(v, 1)
 local last = first
 if n > 1 then last = dec_add(v, n) end
 if dec_gt(last, '9223372036854775807') then return {'toolarge', last} end
+-- The log entry id's millisecond is the events' recorded_at (Redis keeps entry ids
+-- increasing even if the clock goes back).
+local lid = redis.call('XADD', KEYS[4], '*', 's', ARGV[1], 'f', first, 't', last, 'e', '0-' .. first)
+local k = lid .. ' ' .. first
+-- The first event at once: the one write that can fail (see add_first).
+local id1, behind = add_first(KEYS[4], lid, KEYS[2], first, v, k, ARGV[data_at])
+if not id1 then return behind end
 if v == '0' then
   -- The layout marker (see the top): a string where a script of the previous release
   -- expects its ids hash.
   redis.call('SET', KEYS[3], 'ids in head')
   -- Readers ask the head for `st` and `vf`; a field missing from a hash kept as a listpack
-  -- is a scan of all its entries. So `vf` (1 when absent) is written at once, near the
-  -- front (HSETNX: a truncation may have set it already).
+  -- is a scan of all its entries. So `vf` (1 when absent) is written at once, before the
+  -- other head fields (HSETNX: a truncation may have set it already).
   redis.call('HSETNX', KEYS[1], 'vf', '1')
 end
--- The log entry id's millisecond is the events' recorded_at (Redis keeps entry ids
--- increasing even if the clock goes back).
-local lid = redis.call('XADD', KEYS[4], '*', 's', ARGV[1], 'f', first, 't', last, 'e', '0-' .. first)
-local k = lid .. ' ' .. first
 -- The greatest committed id after this batch (ordered and ids-in-head layouts: always kept;
 -- previous: while `mx` is valid). Above the old one already when fresh: no comparison.
 local top
@@ -200,7 +205,6 @@ end
 local grows = layout == 'g' and not b and fresh and asc
 if grows and n == 1 then
   -- The common call: no table, no unpack (their garbage is work for Lua's collector).
-  redis.call('XADD', KEYS[2], '0-' .. first, k, ARGV[data_at])
   if st == 'L' then
     redis.call('HSET', KEYS[1], 'v', last, 'g', top)
   else
@@ -228,25 +232,22 @@ else
   end
   if st ~= 'L' then headf[nh + 1], headf[nh + 2], nh = 'st', 'L', nh + 2 end
 end
--- The first event gets its id `0-<first>`; each next one `0-*`, which Redis 7.0 numbers as
--- the stream's last sequence plus one, that is the next version: no version is printed in
--- Lua (a number to string per event was 13% of a batch's server time).
-local at = '0-' .. first
+-- The first event has its id `0-<first>` (above); each next one `0-*`, which Redis 7.0
+-- numbers as the stream's last sequence plus one, that is the next version: no version is
+-- printed in Lua (a number to string per event was 13% of a batch's server time).
 if grows then
-  for i = 0, n - 1 do
-    redis.call('XADD', KEYS[2], at, k, ARGV[data_at + i])
-    at = '0-*'
+  for i = 1, n - 1 do
+    redis.call('XADD', KEYS[2], '0-*', k, ARGV[data_at + i])
   end
   redis.call('HSET', KEYS[1], unpack(headf, 1, nh))
 else
   -- The index keeps the entry id XADD answers (`0-<version>`, the same allocation size as
   -- the bare version; stored_version reads both forms). `#t` is a search in Lua 5.1:
   -- count pairs by hand.
-  local pairs_, np = {}, 0
-  for i = 0, n - 1 do
+  local pairs_, np = {id_of(0), id1}, 2
+  for i = 1, n - 1 do
     pairs_[np + 1] = id_of(i)
-    pairs_[np + 2] = redis.call('XADD', KEYS[2], at, k, ARGV[data_at + i])
-    at = '0-*'
+    pairs_[np + 2] = redis.call('XADD', KEYS[2], '0-*', k, ARGV[data_at + i])
     np = np + 2
     if np >= 1000 and i < n - 1 then
       redis.call('HSET', idkey, unpack(pairs_, 1, np))

@@ -54,11 +54,58 @@ local function dec_max(a, b)
   return b
 end
 
+-- A number as the scripts write it: '0', or decimal digits without a leading zero, at most
+-- the decimal `max`. The arithmetic above silently misreads anything else ('-5', '1.5',
+-- '007').
+local function is_decimal(x, max)
+  if x == '0' then return true end
+  if #x > #max or not string.find(x, '^[1-9]%d*$') then return false end
+  return #x < #max or not dec_gt(x, max)
+end
+
+-- A version: at most i64::MAX.
+local function is_version(x)
+  return is_decimal(x, '9223372036854775807')
+end
+
+-- The answer of a script that finds a head field holding what no script writes: it stops
+-- before its first write (a write that then failed half way would leave a commit pointer
+-- without its events). At most 64 bytes of the value travel back.
+local function damaged(field, value)
+  return {'corrupt', field, string.sub(value, 1, 64)}
+end
+
+-- Adds the first event of a commit whose pointer `lid` was just added to the log `log`,
+-- as entry `0-<first>` of `events` with the fields and values `...`, and returns its entry
+-- id. Of a commit's writes only this one can fail: when the stream holds version `first`
+-- already, that is when the head's `v` is behind its events (damage no field check sees),
+-- or when `events` is not a stream. The pointer is then taken back, so the failed call
+-- leaves nothing a reader can see (none saw the pointer: the script is atomic), and it
+-- returns nil and the answer: `damaged` for `v`, or the server's error.
+local function add_first(log, lid, events, first, v, ...)
+  local id = redis.pcall('XADD', events, '0-' .. first, ...)
+  if type(id) ~= 'table' then return id end
+  redis.call('XDEL', log, lid)
+  if redis.call('TYPE', events).ok == 'stream' then return nil, damaged('v', v) end
+  return nil, id
+end
+
 -- The stream head: last version ('0' when never written), state flag (nil: missing,
--- 'L' live, 'S' soft-deleted, 'T' tombstoned) and the first visible version.
+-- 'L' live, 'S' soft-deleted, 'T' tombstoned), the first visible version (any u64:
+-- truncate_before takes one), and the answer `damaged` gives for the first of them that is
+-- not one of those (nil when all are).
 local function stream_head(key)
   local h = redis.call('HMGET', key, 'v', 'st', 'vf')
-  return h[1] or '0', h[2] or nil, h[3] or '1'
+  local v, st, vf = h[1] or '0', h[2] or nil, h[3] or '1'
+  local bad
+  if not is_version(v) then
+    bad = damaged('v', v)
+  elseif st and st ~= 'L' and st ~= 'S' and st ~= 'T' then
+    bad = damaged('st', st)
+  elseif not is_decimal(vf, '18446744073709551615') then
+    bad = damaged('vf', vf)
+  end
+  return v, st, vf, bad
 end
 
 local function state_str(v, st)
@@ -142,7 +189,9 @@ end
 -- head, 'x' the previous layout. Returns v ('0' when never written), st, the layout, the
 -- greatest committed id where the layout keeps it (`g` or `m`; nil on 'x' and for a stream
 -- without events), `b` (set once the ordered prefix has ended), and the prefix: its last
--- version `pe` (a decimal string, '0' when there is none) and its greatest id `px`.
+-- version `pe` (a decimal string, '0' when there is none) and its greatest id `px`; last,
+-- the answer `damaged` gives for the first of these fields that holds what no script
+-- writes (nil when none does). A few comparisons: this runs on every append.
 local function id_layout(head)
   local h = redis.call('HMGET', head, 'v', 'st', 'g', 'b', 'bx', 'm')
   local v, st, g, b = h[1] or '0', h[2], h[3], h[4]
@@ -153,5 +202,19 @@ local function id_layout(head)
   elseif h[6] then
     layout = 'm'
   end
-  return v, st, layout, g or h[6], b, pe, px
+  local bad
+  if not is_version(v) then
+    bad = damaged('v', v)
+  elseif st and st ~= 'L' and st ~= 'S' and st ~= 'T' then
+    bad = damaged('st', st)
+  elseif g and #g ~= 16 then
+    bad = damaged('g', g)
+  elseif h[6] and #h[6] ~= 16 then
+    bad = damaged('m', h[6])
+  elseif b and not is_version(b) then
+    bad = damaged('b', b)
+  elseif h[5] and #h[5] ~= 16 then
+    bad = damaged('bx', h[5])
+  end
+  return v, st, layout, g or h[6], b, pe, px, bad
 end

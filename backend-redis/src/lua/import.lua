@@ -8,8 +8,9 @@ local n = tonumber(ARGV[2])
 -- the ordered prefix, which an import ends (imported ids need not ascend); for a stream of
 -- the previous layout (a head with neither `g` nor `m`) the hash KEYS[3]. The greatest id
 -- (`g`, or `m` on a stream of that layout) is kept exact.
-local v, st, layout, greatest, b, pe, px = id_layout(KEYS[1])
+local v, st, layout, greatest, b, pe, px, bad = id_layout(KEYS[1])
 if st == 'T' then return {'deleted'} end
+if bad then return bad end
 local idkey = KEYS[1]
 if layout == 'x' then idkey = KEYS[3] end
 local hits = 0
@@ -37,18 +38,25 @@ end
 if ARGV[base] ~= dec_add(v, 1) then return {'conflict', state_str(v, st)} end
 local first = ARGV[base]
 local last = ARGV[base + (n - 1) * F]
+local lid = redis.call('XADD', KEYS[4], '*', 's', ARGV[1], 'f', first, 't', last, 'e', '0-' .. first)
+-- The first event at once: the one write that can fail (see add_first).
+local entry = function(i)
+  local bi = base + i * F
+  return 'd', ARGV[bi + 2], 'c', lid .. ' ' .. i .. ' ' .. ARGV[bi + 1]
+end
+local id1, behind = add_first(KEYS[4], lid, KEYS[2], first, v, entry(0))
+if not id1 then return behind end
 -- A new stream: the layout marker, and `vf` written at once (readers ask for it; see
 -- append.lua).
 if v == '0' then
   redis.call('SET', KEYS[3], 'ids in head')
   redis.call('HSETNX', KEYS[1], 'vf', '1')
 end
-local lid = redis.call('XADD', KEYS[4], '*', 's', ARGV[1], 'f', first, 't', last, 'e', '0-' .. first)
 local top = greatest
 for i = 0, n - 1 do
   local bi = base + i * F
   local id = string.sub(ARGV[bi + 2], 2, 17)
-  redis.call('XADD', KEYS[2], '0-' .. ARGV[bi], 'd', ARGV[bi + 2], 'c', lid .. ' ' .. i .. ' ' .. ARGV[bi + 1])
+  if i > 0 then redis.call('XADD', KEYS[2], '0-' .. ARGV[bi], entry(i)) end
   redis.call('HSET', idkey, id, ARGV[bi])
   if layout ~= 'x' and (not top or bytes_gt(id, top)) then top = id end
 end
