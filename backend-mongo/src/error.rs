@@ -20,6 +20,10 @@ pub(crate) mod code {
     pub(crate) const NO_SUCH_TRANSACTION: i32 = 251;
     /// `BSONObjectTooLarge`.
     pub(crate) const BSON_OBJECT_TOO_LARGE: i32 = 10334;
+    /// `AuthenticationFailed`: wrong user, password or mechanism.
+    pub(crate) const AUTHENTICATION_FAILED: i32 = 18;
+    /// `Unauthorized`: the user lacks a privilege.
+    pub(crate) const UNAUTHORIZED: i32 = 13;
     /// `IndexOptionsConflict` and `IndexKeySpecsConflict`.
     pub(crate) const INDEX_CONFLICT: [i32; 2] = [85, 86];
     /// Not primary, stepping down, shutting down, interrupted, network and time limits:
@@ -58,8 +62,35 @@ pub(crate) enum CodeClass {
     Unsupported,
     /// Conflicting index definition: bad input.
     Invalid,
+    /// Refused for good (authentication, authorization): what to do about it.
+    Permanent(&'static str),
     /// Anything else.
     Other,
+}
+
+/// What to do when the server refuses the login.
+const LOGIN_REFUSED: &str = "MongoDB refused the login: check the user, password and authSource of the URL";
+
+/// A driver error together with what to do about it: the `source` of an [`Error::Backend`]
+/// for a permanent refusal, so its text says both what happened and how to fix it.
+#[derive(Debug)]
+struct Hinted {
+    /// The driver's error.
+    cause: mongodb::error::Error,
+    /// What to do.
+    hint: &'static str,
+}
+
+impl std::fmt::Display for Hinted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}; {}", self.cause, self.hint)
+    }
+}
+
+impl std::error::Error for Hinted {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.cause)
+    }
 }
 
 /// Classifies a server error code.
@@ -71,6 +102,10 @@ pub(crate) fn classify(c: i32) -> CodeClass {
         c if code::RETRYABLE.contains(&c) => CodeClass::Retryable,
         code::ILLEGAL_OPERATION => CodeClass::Unsupported,
         c if code::INDEX_CONFLICT.contains(&c) => CodeClass::Invalid,
+        code::AUTHENTICATION_FAILED => CodeClass::Permanent(LOGIN_REFUSED),
+        code::UNAUTHORIZED => CodeClass::Permanent(
+            "the MongoDB user lacks a role this backend needs (readWrite on the database, createIndex): grant it",
+        ),
         _ => CodeClass::Other,
     }
 }
@@ -95,6 +130,7 @@ pub(crate) fn map(err: mongodb::error::Error) -> Error {
                 capability: "this operation needs a MongoDB replica set (transactions)",
             },
             CodeClass::Invalid => Error::invalid(format!("refused by MongoDB (code {c})")),
+            CodeClass::Permanent(hint) => Error::backend("MongoDB", Hinted { cause: err, hint }),
             CodeClass::DuplicateKey | CodeClass::Other => Error::backend("MongoDB", err),
         };
     }
@@ -108,6 +144,22 @@ pub(crate) fn map(err: mongodb::error::Error) -> Error {
         ErrorKind::Shutdown => Error::Closed,
         ErrorKind::BsonDeserialization(_) => Error::corrupt(format!("unreadable stored document: {err}")),
         ErrorKind::InvalidArgument { .. } => Error::invalid(format!("refused by the MongoDB driver: {err}")),
+        // A refused login or a TLS set-up the driver cannot use fails the same way on every
+        // retry; the driver reports both as kinds, so they need no server code.
+        ErrorKind::Authentication { .. } => Error::backend(
+            "MongoDB",
+            Hinted {
+                cause: err,
+                hint: LOGIN_REFUSED,
+            },
+        ),
+        ErrorKind::InvalidTlsConfig { .. } => Error::backend(
+            "MongoDB",
+            Hinted {
+                cause: err,
+                hint: "fix the TLS options of the URL (tls, tlsCAFile, tlsCertificateKeyFile)",
+            },
+        ),
         ErrorKind::SessionsNotSupported => Error::Unsupported {
             capability: "this operation needs a MongoDB replica set (sessions)",
         },
@@ -128,6 +180,9 @@ mod tests {
         assert_eq!(classify(20), CodeClass::Unsupported);
         assert_eq!(classify(85), CodeClass::Invalid);
         assert_eq!(classify(2), CodeClass::Other);
+        // A wrong password or a missing role is not an outage: never retryable.
+        assert_eq!(classify(18), CodeClass::Permanent(LOGIN_REFUSED));
+        assert!(matches!(classify(13), CodeClass::Permanent(h) if h.contains("grant it")));
     }
 
     #[test]

@@ -36,6 +36,26 @@ pub struct PgBackend {
     trips: AtomicU64,
 }
 
+/// The pool retries a refused connect until its timeout and then reports only that it timed
+/// out, hiding why. One direct connect (bounded by the same timeout) recovers the reason, so
+/// the error says "connection refused" or "password authentication failed" (the latter
+/// permanent, not retryable), never just "pool timed out".
+async fn why_not_connected(options: &PgStoreOptions) -> Error {
+    use sqlx::{ConnectOptions, Connection};
+    let timeout = options.get_connect_timeout();
+    match tokio::time::timeout(timeout, options.connect_options().connect()).await {
+        Ok(Err(e)) => error::not_sent(e),
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            Error::unavailable(
+                cqrs_core::Outcome::NotSent,
+                format!("no connection to PostgreSQL within {timeout:?}, though one direct connect then succeeded: retry"),
+            )
+        }
+        Err(_) => error::not_sent(sqlx::Error::PoolTimedOut),
+    }
+}
+
 impl PgBackend {
     /// The capabilities every PostgreSQL backend declares.
     pub(crate) const CAPABILITIES: Capabilities = Capabilities {
@@ -49,13 +69,19 @@ impl PgBackend {
     /// schema is already migrated, loads the store identity.
     ///
     /// # Errors
-    /// [`Error::Unavailable`] if the server cannot be reached.
+    /// [`Error::Unavailable`] if the server cannot be reached (the text says why, e.g.
+    /// connection refused); [`Error::Backend`], not retryable, if it refuses the login or
+    /// the database does not exist.
     pub async fn connect(options: &PgStoreOptions) -> Result<std::sync::Arc<Self>> {
-        let pool = options
+        let pool = match options
             .pool_options()
             .connect_with(options.connect_options())
             .await
-            .map_err(error::not_sent)?;
+        {
+            Ok(pool) => pool,
+            Err(sqlx::Error::PoolTimedOut) => return Err(why_not_connected(options).await),
+            Err(e) => return Err(error::not_sent(e)),
+        };
         let backend = std::sync::Arc::new(PgBackend {
             pool,
             schema: options.schema().clone(),

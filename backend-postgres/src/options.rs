@@ -199,6 +199,11 @@ impl PgStoreOptions {
         self
     }
 
+    /// How long a connect may take (`connect_timeout`).
+    pub(crate) fn get_connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
     /// The sqlx pool options.
     pub(crate) fn pool_options(&self) -> PgPoolOptions {
         let ping_after = self.ping_after_idle;

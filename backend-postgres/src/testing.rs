@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use cqrs_core::{AppendOutcome, Error, EventData, ExpectedVersion, Outcome, Result, StreamId};
+use cqrs_core::{AppendOutcome, Error, EventData, ExpectedVersion, Result, StreamId};
 use sqlx::{Postgres, Transaction};
 
 use crate::backend::count_i64;
@@ -72,8 +72,8 @@ impl PgBackend {
     /// reaches the `pg_snapshot_xmax` of a snapshot taken at the call.
     ///
     /// # Errors
-    /// [`Error::Unavailable`] with the outcome unknown if it does not happen within
-    /// `timeout` (a transaction left open somewhere in the instance).
+    /// [`Error::Timeout`] naming the transactions that hold the horizon if it does not pass
+    /// within `timeout` (a transaction left open somewhere in the instance).
     pub async fn settle_log(&self, timeout: Duration) -> Result<()> {
         self.begin()?;
         let deadline = Instant::now() + timeout;
@@ -105,12 +105,17 @@ impl PgBackend {
                 .fetch_all(&self.pool)
                 .await
                 .unwrap_or_default();
-                return Err(Error::unavailable(
-                    Outcome::Unknown,
+                // A wait of ours that ran out, not an outage: nothing failed on the server.
+                return Err(Error::timeout(
                     format!(
-                        "the log horizon did not pass xid {target} within {timeout:?}: a transaction is open ({})",
-                        if holders.is_empty() { "none seen now".to_owned() } else { holders.join("; ") }
+                        "the log horizon did not pass xid {target}: a transaction is open ({})",
+                        if holders.is_empty() {
+                            "none seen now".to_owned()
+                        } else {
+                            holders.join("; ")
+                        }
                     ),
+                    timeout,
                 ));
             }
             tokio::time::sleep(Duration::from_millis(1)).await;

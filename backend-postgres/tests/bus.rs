@@ -153,7 +153,7 @@ async fn fault_bus_in_flight_publisher_is_not_skipped() -> std::result::Result<(
     h.teardown().await
 }
 
-/// CONFORMANCE item 83 as far as a shared server allows (it is never restarted): every
+/// `docs/CONFORMANCE.md` item 83 as far as a shared server allows (it is never restarted): every
 /// server connection of the bus (the pool's and the notifier's) is terminated after 150
 /// acknowledged publishes; publishing goes on (re-sending an unanswered message with its
 /// id, a no-op if it was stored), and the subscriber, never restarted, must hand every

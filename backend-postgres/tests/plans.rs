@@ -1,4 +1,4 @@
-//! Query-plan regression (CONFORMANCE.md pitfall 29): on a large pre-seeded log, `read_all`
+//! Query-plan regression (`docs/CONFORMANCE.md` pitfall 29): on a large pre-seeded log, `read_all`
 //! walks the `(tx_id, seq)` index in order instead of scanning (or bitmap-scanning) and
 //! sorting the table, and the stream read walks the stream's index.
 

@@ -5,25 +5,117 @@ use redis::{ErrorKind, RedisError, ServerErrorKind, Value};
 
 /// Maps a driver error: a refused connection or a server that refuses commands while it
 /// loads or fails over is [`Outcome::NotSent`]; a timeout or a dropped connection may have
-/// applied the command, so it is [`Outcome::Unknown`]; anything else is a backend error.
+/// applied the command, so it is [`Outcome::Unknown`]; a refusal that a retry cannot change
+/// (a wrong password, a missing ACL permission, a TLS set-up, a key of another type) is a
+/// backend error whose text says what to change; anything else is a backend error.
 pub(crate) fn redis_error(e: RedisError) -> Error {
     if e.is_connection_refusal() {
         return Error::unavailable(Outcome::NotSent, e);
     }
-    match e.kind() {
-        ErrorKind::Server(
-            ServerErrorKind::BusyLoading
-            | ServerErrorKind::TryAgain
-            | ServerErrorKind::ClusterDown
-            | ServerErrorKind::MasterDown,
-        )
-        | ErrorKind::ClusterConnectionNotFound => return Error::unavailable(Outcome::NotSent, e),
-        _ => {}
+    let io = io_kind(&e);
+    match classify(e.kind(), e.code(), io) {
+        Class::Retry(outcome) => Error::unavailable(outcome, e),
+        Class::Permanent(hint) => Error::backend("redis", Hinted { cause: e, hint }),
+        Class::Other => {
+            if e.is_timeout() || e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
+                Error::unavailable(Outcome::Unknown, e)
+            } else {
+                Error::backend("redis", e)
+            }
+        }
     }
-    if e.is_timeout() || e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
-        return Error::unavailable(Outcome::Unknown, e);
+}
+
+/// The kind of the I/O error behind a driver error. redis-rs keeps it behind an `Arc` (and
+/// its own accessor is private), so both shapes are tried.
+fn io_kind(e: &RedisError) -> Option<std::io::ErrorKind> {
+    type Shared = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+    let source = std::error::Error::source(e)?;
+    source
+        .downcast_ref::<std::io::Error>()
+        .or_else(|| source.downcast_ref::<Shared>()?.downcast_ref::<std::io::Error>())
+        .map(std::io::Error::kind)
+}
+
+/// How a driver error is reported, decided before the driver's own broad retry hints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    /// Retryable ([`Error::Unavailable`]) with this outcome.
+    Retry(Outcome),
+    /// Refused for good: [`Error::Backend`] with what to do about it.
+    Permanent(&'static str),
+    /// Decided by the driver's timeout / I/O / connection predicates.
+    Other,
+}
+
+/// Classifies a driver error by its kind, its server error code and the kind of its I/O
+/// cause. Pure, so the table is unit-tested. redis-rs calls a failed `AUTH` "reconnect and
+/// retry"; a retry with the same password fails the same way, so it is permanent here.
+pub(crate) fn classify(kind: ErrorKind, code: Option<&str>, io: Option<std::io::ErrorKind>) -> Class {
+    use std::io::ErrorKind as Io;
+    match (kind, code, io) {
+        (_, _, Some(Io::ConnectionRefused)) => Class::Retry(Outcome::NotSent),
+        (
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::MasterDown,
+            )
+            | ErrorKind::ClusterConnectionNotFound,
+            _,
+            _,
+        ) => Class::Retry(Outcome::NotSent),
+        (ErrorKind::AuthenticationFailed, _, _) | (_, Some("WRONGPASS" | "NOAUTH"), _) => Class::Permanent(
+            "Redis refused the login: check the user and password of the URL (redis://user:password@host)",
+        ),
+        (ErrorKind::Server(ServerErrorKind::NoPerm), _, _) => Class::Permanent(
+            "the Redis ACL user lacks a permission this backend needs (EVALSHA, SCRIPT LOAD, streams, keys under the prefix): grant it",
+        ),
+        // Reached only when the script was just loaded and the server still does not know it
+        // (`Conn` and redis-rs load on the first NOSCRIPT): its script cache is being flushed
+        // or a proxy sends EVALSHA to another server than SCRIPT LOAD.
+        (ErrorKind::Server(ServerErrorKind::NoScript), _, _) => Class::Permanent(
+            "the server lost a script right after loading it: check for SCRIPT FLUSH or a proxy that splits SCRIPT LOAD and EVALSHA",
+        ),
+        (_, Some("WRONGTYPE"), _) => Class::Permanent(
+            "a key under this store's prefix holds another type: another program writes under the prefix; give the store a prefix of its own",
+        ),
+        (ErrorKind::InvalidClientConfig, _, _) => {
+            Class::Permanent("fix the Redis URL or its TLS options (rediss://, CA certificate)")
+        }
+        // rustls reports a refused certificate as `InvalidData`; a socket the OS refuses
+        // as `PermissionDenied`: the same set-up fails the same way on every retry.
+        (ErrorKind::Io, _, Some(Io::InvalidData)) => Class::Permanent(
+            "the TLS handshake failed (certificate or protocol): fix the TLS set-up of the URL (rediss://, CA certificate)",
+        ),
+        (ErrorKind::Io, _, Some(Io::PermissionDenied)) => {
+            Class::Permanent("the operating system refused the connection: check the socket's permissions")
+        }
+        _ => Class::Other,
     }
-    Error::backend("redis", e)
+}
+
+/// A driver error together with what to do about it: the `source` of an [`Error::Backend`]
+/// for a permanent refusal, so its text says both what happened and how to fix it.
+#[derive(Debug)]
+pub(crate) struct Hinted {
+    /// The driver's error.
+    cause: RedisError,
+    /// What to do.
+    hint: &'static str,
+}
+
+impl std::fmt::Display for Hinted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}; {}", self.cause, self.hint)
+    }
+}
+
+impl std::error::Error for Hinted {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.cause)
+    }
 }
 
 /// An answer of one of our scripts that does not have the expected shape.
@@ -80,6 +172,52 @@ mod tests {
     }
 
     #[test]
+    fn permanent_refusals_are_not_retryable_and_say_what_to_do() {
+        let permanent = [
+            RedisError::from((ErrorKind::AuthenticationFailed, "Password authentication failed")),
+            RedisError::from((ErrorKind::Server(ServerErrorKind::NoPerm), "NOPERM")),
+            RedisError::from((ErrorKind::Server(ServerErrorKind::NoScript), "NOSCRIPT")),
+            RedisError::from((ErrorKind::InvalidClientConfig, "bad URL")),
+            RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "invalid peer certificate",
+            )),
+        ];
+        for e in permanent {
+            let mapped = redis_error(e);
+            assert!(matches!(mapped, Error::Backend { .. }), "{mapped:?}");
+            assert!(!mapped.is_retryable(), "{mapped}");
+            assert!(mapped.to_string().contains(": "), "{mapped}");
+        }
+        assert!(
+            redis_error(RedisError::from((ErrorKind::AuthenticationFailed, "x")))
+                .to_string()
+                .contains("check the user and password")
+        );
+        // Server errors outside redis-rs's kinds arrive as `Extension` with their code.
+        assert!(matches!(
+            classify(ErrorKind::Extension, Some("WRONGTYPE"), None),
+            Class::Permanent(h) if h.contains("prefix of its own")
+        ));
+        assert!(matches!(
+            classify(ErrorKind::Extension, Some("WRONGPASS"), None),
+            Class::Permanent(_)
+        ));
+        assert_eq!(
+            classify(
+                ErrorKind::Server(ServerErrorKind::BusyLoading),
+                Some("LOADING"),
+                None
+            ),
+            Class::Retry(Outcome::NotSent)
+        );
+        assert_eq!(
+            classify(ErrorKind::Io, None, Some(std::io::ErrorKind::ConnectionReset)),
+            Class::Other
+        );
+    }
+
+    #[test]
     fn io_errors_are_unavailable() {
         let e = RedisError::from(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset"));
         assert!(matches!(
@@ -97,5 +235,28 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    /// The text a caller logs says why the connect failed, and never quotes the password of
+    /// the URL (redis-rs's errors name neither the URL nor its credentials; this pins it).
+    #[tokio::test]
+    async fn a_refused_connect_says_why_without_the_password() {
+        let options = crate::RedisStoreOptions::from_url("redis://cqrs:hunter2secret@127.0.0.1:1/").unwrap();
+        let err = crate::RedisBackend::open(options).await.unwrap_err();
+        let text = format!("{err} | {err:?}");
+        assert!(
+            matches!(
+                err,
+                Error::Unavailable {
+                    outcome: Outcome::NotSent,
+                    ..
+                }
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("hunter2secret"), "{text}");
+        // The cause's text is in `Display`, not only behind `source()`.
+        let shown = err.to_string();
+        assert!(shown.contains("refused"), "{shown}");
     }
 }

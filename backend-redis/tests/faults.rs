@@ -356,7 +356,7 @@ async fn fault_corrupted_snapshot_reads_as_corrupt() {
     store.destroy().await.unwrap();
 }
 
-/// CONFORMANCE item 83: a broker restart mid-stream loses nothing. Our own server with
+/// `docs/CONFORMANCE.md` item 83: a broker restart mid-stream loses nothing. Our own server with
 /// `appendfsync always` is killed with SIGKILL after 150 acknowledged publishes and restarted
 /// on the same AOF; publishing goes on (re-sending an unanswered message with its id), and
 /// the subscriber, which never restarts, must hand every acknowledged message to its handler.

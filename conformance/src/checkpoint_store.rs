@@ -1,5 +1,5 @@
 //! Behaviours: checkpoint_store (consumer checkpoints and leases with fencing epochs),
-//! CONFORMANCE.md items 64-68 (store parts).
+//! `docs/CONFORMANCE.md` items 64-68 (store parts).
 //!
 //! The current epoch of a name is the epoch of its lease record (0 if never leased); writes
 //! carrying an older epoch are Fenced, writes carrying a newer one are InvalidInput.
@@ -150,7 +150,7 @@ pub async fn never_moves_backwards(h: Arc<dyn Harness>) -> Outcome {
 }
 
 /// While a lease is live another owner gets LeaseHeld; the holder re-acquiring or renewing
-/// keeps the epoch and does not shorten the lease (items 65, 68 via leases; DESIGN section 2).
+/// keeps the epoch and does not shorten the lease (items 65, 68 via leases; `docs/DESIGN.md` section 2).
 pub async fn lease_is_exclusive_while_live(h: Arc<dyn Harness>) -> Outcome {
     let store = h.stores().checkpoints.clone();
     let ns = h.namespace();
@@ -256,7 +256,7 @@ pub async fn takeover_fences_the_old_holder(h: Arc<dyn Harness>) -> Outcome {
 }
 
 /// A lease with a 1 ms ttl lapses: another owner acquires it once it has expired (awaited by
-/// polling, no sleep) with epoch + 1, and the lapsed holder is fenced (item 65; DESIGN section 2).
+/// polling, no sleep) with epoch + 1, and the lapsed holder is fenced (item 65; `docs/DESIGN.md` section 2).
 pub async fn expired_lease_can_be_taken_over(h: Arc<dyn Harness>) -> Outcome {
     let store = h.stores().checkpoints.clone();
     let ns = h.namespace();
@@ -294,7 +294,7 @@ pub async fn expired_lease_can_be_taken_over(h: Arc<dyn Harness>) -> Outcome {
 }
 
 /// An epoch never handed out is InvalidInput for save and reset, both before any lease and
-/// above the current one; nothing is written (item 65; DESIGN section 2).
+/// above the current one; nothing is written (item 65; `docs/DESIGN.md` section 2).
 pub async fn unissued_epoch_is_refused(h: Arc<dyn Harness>) -> Outcome {
     let store = h.stores().checkpoints.clone();
     let ns = h.namespace();
@@ -338,7 +338,7 @@ pub async fn unissued_epoch_is_refused(h: Arc<dyn Harness>) -> Outcome {
 }
 
 /// Eight owners acquiring one lease at once: exactly one gets it (epoch 1), the others get
-/// LeaseHeld naming the winner (items 65, 68 via leases; DESIGN section 2).
+/// LeaseHeld naming the winner (items 65, 68 via leases; `docs/DESIGN.md` section 2).
 pub async fn concurrent_acquire_has_one_holder(h: Arc<dyn Harness>) -> Outcome {
     const OWNERS: usize = 8;
     let store = h.stores().checkpoints.clone();
@@ -429,7 +429,7 @@ pub async fn reset_deletes_the_checkpoint(h: Arc<dyn Harness>) -> Outcome {
 }
 
 /// Releasing a lease one does not hold does nothing: the holder keeps it, with its epoch
-/// (DESIGN section 2, leases).
+/// (`docs/DESIGN.md` section 2, leases).
 pub async fn release_by_another_owner_does_nothing(h: Arc<dyn Harness>) -> Outcome {
     let store = h.stores().checkpoints.clone();
     let ns = h.namespace();

@@ -1,5 +1,5 @@
 //! Behaviours: event_store. Expected versions and concurrency, stream names, reads,
-//! deletion and truncation, limits, and operator access (CONFORMANCE.md items 1-15 and
+//! deletion and truncation, limits, and operator access (`docs/CONFORMANCE.md` items 1-15 and
 //! 22-36; idempotency is its own group).
 
 use std::{cmp::Ordering, collections::BTreeSet, fmt::Debug, sync::Arc};
@@ -1742,7 +1742,7 @@ pub async fn list_streams_pages_bytewise(h: Arc<dyn Harness>) -> Outcome {
 }
 
 // ---------------------------------------------------------------------------------------
-// Limits (8, DESIGN 2)
+// Limits (8, `docs/DESIGN.md` section 2)
 // ---------------------------------------------------------------------------------------
 
 /// Oversized event, batch bytes and batch count are TooLarge with kind, limit and actual,
@@ -1786,7 +1786,7 @@ pub async fn oversized_input_is_refused_before_writing(h: Arc<dyn Harness>) -> O
 
 /// Versions above i64::MAX never panic: as an expectation they are Conflict or TooLarge,
 /// as a read bound they read correctly or are refused, and an import at such a version is
-/// TooLarge or InvalidInput with nothing written (DESIGN 2).
+/// TooLarge or InvalidInput with nothing written (`docs/DESIGN.md` section 2).
 pub async fn versions_above_i64_are_refused(h: Arc<dyn Harness>) -> Outcome {
     let es = &*h.stores().events;
     let missing = h.namespace().stream("huge-missing");

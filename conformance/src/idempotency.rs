@@ -1,6 +1,6 @@
 //! Behaviours: idempotency. Re-sent batches, committed prefixes and runs, mismatches,
 //! duplicate ids, global id uniqueness, dropped appends and concurrent re-sends
-//! (CONFORMANCE.md items 16-21).
+//! (`docs/CONFORMANCE.md` items 16-21).
 //!
 //! Pinned: idempotency is per stream and checked before the version check, for every
 //! expectation; a re-send returns the original outcome (versions of the re-sent events,
@@ -360,7 +360,7 @@ pub async fn resend_after_later_appends_returns_original_outcome(h: Arc<dyn Harn
 
 /// Where `Capabilities::global_event_id_uniqueness` is declared, an id committed in another
 /// stream fails the append with AlreadyExists (alone or inside a batch) and nothing is
-/// written (DESIGN 2).
+/// written (`docs/DESIGN.md` section 2).
 pub async fn id_committed_in_another_stream_is_refused(h: Arc<dyn Harness>) -> Outcome {
     let es = &*h.stores().events;
     if !es.capabilities().global_event_id_uniqueness {
@@ -398,7 +398,7 @@ pub async fn id_committed_in_another_stream_is_refused(h: Arc<dyn Harness>) -> O
 
 /// Polls an append k times (k = 0..16), drops it, then re-sends the same batch with the
 /// same ids and expectation: the re-send succeeds (with the dropped one's outcome if that
-/// had completed) and the stream holds exactly one copy of each event (20, DESIGN 2 cancel
+/// had completed) and the stream holds exactly one copy of each event (20, `docs/DESIGN.md` section 2 cancel
 /// safety).
 pub async fn dropped_append_then_resend_leaves_one_copy(h: Arc<dyn Harness>) -> Outcome {
     let es = &*h.stores().events;

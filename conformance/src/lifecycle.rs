@@ -1,5 +1,5 @@
 //! Behaviours: lifecycle. Closing, isolation of names, concurrent first use, a second
-//! client, calls dropped part-way, and round-trip budgets (CONFORMANCE.md items 96-98 and
+//! client, calls dropped part-way, and round-trip budgets (`docs/CONFORMANCE.md` items 96-98 and
 //! 100).
 
 use std::{sync::Arc, time::Duration};

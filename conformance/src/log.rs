@@ -1,4 +1,4 @@
-//! Behaviours: log (the store-wide log read by `read_all`), CONFORMANCE.md items 37-48.
+//! Behaviours: log (the store-wide log read by `read_all`), `docs/CONFORMANCE.md` items 37-48.
 //!
 //! Nothing here assumes small integer positions or a single partition: positions are only
 //! compared within a partition ([`cqrs_core::Position::cmp_in_partition`]), and two reads of
@@ -602,7 +602,7 @@ pub async fn subscribe_from_end_sees_only_new_events(h: Arc<dyn Harness>) -> Out
 }
 
 /// A checkpoint from another store identity (other id, other epoch, or no identity with
-/// positions) is refused with CheckpointMismatch (item 44, DESIGN section 2).
+/// positions) is refused with CheckpointMismatch (item 44, `docs/DESIGN.md` section 2).
 pub async fn foreign_checkpoint_is_refused(h: Arc<dyn Harness>) -> Outcome {
     let es = h.stores().events.clone();
     require_log!(es);
@@ -653,7 +653,7 @@ pub async fn foreign_checkpoint_is_refused(h: Arc<dyn Harness>) -> Outcome {
 }
 
 /// A checkpoint of this store that is ahead of a partition's head is refused with DataLoss
-/// naming that partition (DESIGN section 2).
+/// naming that partition (`docs/DESIGN.md` section 2).
 pub async fn checkpoint_ahead_of_head_is_data_loss(h: Arc<dyn Harness>) -> Outcome {
     let es = h.stores().events.clone();
     require_log!(es);

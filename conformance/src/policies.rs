@@ -1,5 +1,5 @@
-//! Behaviours: snapshot policies, upcasters and repositories over the backend (CONFORMANCE
-//! 27, 30, 52-54, 100, and the repository guarantees of DESIGN.md section 3).
+//! Behaviours: snapshot policies, upcasters and repositories over the backend (`docs/CONFORMANCE.md`
+//! items 27, 30, 52-54, 100, and the repository guarantees of `docs/DESIGN.md` section 3).
 
 use std::sync::{
     atomic::{AtomicBool, Ordering},
@@ -257,7 +257,7 @@ pub async fn stale_or_corrupt_snapshot_falls_back_to_replay(h: Arc<dyn Harness>)
 
 /// A snapshot changed at rest is detected whatever its encoding and the stream is replayed:
 /// one digit of an identity-encoded payload, or the version it claims, or a snapshot written
-/// without the integrity frame (DESIGN section 3: snapshots are a cache, events the truth).
+/// without the integrity frame (`docs/DESIGN.md` section 3: snapshots are a cache, events the truth).
 pub async fn snapshot_changed_at_rest_falls_back_to_replay(h: Arc<dyn Harness>) -> Outcome {
     let id = h.namespace().name("c");
     let (r, stream) = snapshotted_counter(h.stores(), &id).await?;

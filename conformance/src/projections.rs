@@ -1,5 +1,5 @@
-//! Behaviours: the projection runner over the backend (CONFORMANCE 64-68, 70, and the
-//! runner guarantees of DESIGN.md section 3): every event applied once, resume after a
+//! Behaviours: the projection runner over the backend (`docs/CONFORMANCE.md` items 64-68, 70, and the
+//! runner guarantees of `docs/DESIGN.md` section 3): every event applied once, resume after a
 //! restart without re-handling, rebuild to the same model, a failing handler never lets the
 //! checkpoint pass its event, one active instance, a paused former leader fenced.
 

@@ -1,5 +1,5 @@
 //! Behaviours: read_store (read-model documents, the portable query subset, expiry and atomic
-//! commits with checkpoints), CONFORMANCE.md items 63, 65, 69 and 70 (store parts).
+//! commits with checkpoints), `docs/CONFORMANCE.md` items 63, 65, 69 and 70 (store parts).
 //!
 //! Query results are held to [`cqrs_core::Query::run`], the reference semantics: documents
 //! lacking a field (or holding null) are not in that field's index, strings compare bytewise,
@@ -285,7 +285,7 @@ pub async fn ensure_index_is_idempotent_and_typed(h: Arc<dyn Harness>) -> Outcom
 }
 
 /// An upsert whose indexed field holds another JSON type (or whose body is not an object) is
-/// InvalidInput and leaves the stored document as it was (item 69; DESIGN section 2).
+/// InvalidInput and leaves the stored document as it was (item 69; `docs/DESIGN.md` section 2).
 pub async fn mistyped_upsert_is_refused(h: Arc<dyn Harness>) -> Outcome {
     let store = h.stores().reads.clone();
     let coll = h.namespace().name("mistyped");
@@ -345,7 +345,7 @@ pub async fn mistyped_upsert_is_refused(h: Arc<dyn Harness>) -> Outcome {
 }
 
 /// `upsert_batch` with one bad document writes nothing; a good batch writes every document
-/// (item 63; DESIGN section 2: bad input never writes partially).
+/// (item 63; `docs/DESIGN.md` section 2: bad input never writes partially).
 pub async fn upsert_batch_is_all_or_nothing(h: Arc<dyn Harness>) -> Outcome {
     let store = h.stores().reads.clone();
     let coll = h.namespace().name("batch");
@@ -383,7 +383,7 @@ pub async fn upsert_batch_is_all_or_nothing(h: Arc<dyn Harness>) -> Outcome {
 }
 
 /// A query, count or sort on a field without an index is InvalidInput whose message names
-/// `ensure_index`; the store never scans silently (item 69; DESIGN section 2).
+/// `ensure_index`; the store never scans silently (item 69; `docs/DESIGN.md` section 2).
 pub async fn unindexed_query_names_ensure_index(h: Arc<dyn Harness>) -> Outcome {
     let store = h.stores().reads.clone();
     let coll = h.namespace().name("noindex");
@@ -1001,7 +1001,7 @@ pub async fn queries_match_the_reference(h: Arc<dyn Harness>) -> Outcome {
 
 /// A document whose expiry (by the store's clock) has passed is never returned nor counted,
 /// and `sweep_expired` removes it and reports how many it removed; unexpired documents stay
-/// (DESIGN section 2, TTL).
+/// (`docs/DESIGN.md` section 2, TTL).
 pub async fn expired_documents_are_hidden_and_swept(h: Arc<dyn Harness>) -> Outcome {
     let store = h.stores().reads.clone();
     let coll = h.namespace().name("ttl");

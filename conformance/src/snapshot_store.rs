@@ -1,4 +1,4 @@
-//! Behaviours: snapshot_store, CONFORMANCE.md items 49-51 and 55.
+//! Behaviours: snapshot_store, `docs/CONFORMANCE.md` items 49-51 and 55.
 //!
 //! Snapshots are saved per stream and version; the store never interprets their payload,
 //! which must come back byte for byte.
@@ -253,7 +253,7 @@ pub async fn delete_removes_and_counts(h: Arc<dyn Harness>) -> Outcome {
 }
 
 /// `list` pages through (stream, version) keys in order (versions numerically) with no
-/// duplicates or skips, whatever the page size (item 25 for snapshots; DESIGN section 2).
+/// duplicates or skips, whatever the page size (item 25 for snapshots; `docs/DESIGN.md` section 2).
 pub async fn list_pages_without_gaps(h: Arc<dyn Harness>) -> Outcome {
     let store = h.stores().snapshots.clone();
     let ns = h.namespace();
@@ -328,7 +328,7 @@ pub async fn deleting_a_stream_deletes_its_snapshots(h: Arc<dyn Harness>) -> Out
 }
 
 /// A snapshot over the document size limit is refused with TooLarge and nothing is stored
-/// (DESIGN section 2, limits; pitfall 22).
+/// (`docs/DESIGN.md` section 2, limits; pitfall 22).
 pub async fn oversize_snapshot_is_too_large(h: Arc<dyn Harness>) -> Outcome {
     let store = h.stores().snapshots.clone();
     let s = h.namespace().stream("snap-big");

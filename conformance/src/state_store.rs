@@ -1,5 +1,5 @@
 //! Behaviours: state_store (current state of CRUD aggregates under optimistic concurrency),
-//! CONFORMANCE.md items 56-62.
+//! `docs/CONFORMANCE.md` items 56-62.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -505,7 +505,7 @@ pub async fn get_if_changed_short_circuits(h: Arc<dyn Harness>) -> Outcome {
 
 /// Kinds and ids follow the stream-id rules: empty, over 1024 bytes or with control characters
 /// is InvalidInput for every call, and nothing is written; 1024 bytes of 4-byte characters and
-/// hostile printable characters work (item 15 for state keys; DESIGN section 2).
+/// hostile printable characters work (item 15 for state keys; `docs/DESIGN.md` section 2).
 pub async fn invalid_kind_or_id_is_refused(h: Arc<dyn Harness>) -> Outcome {
     let store = h.stores().states.clone();
     let kind = h.namespace().name("names");
@@ -581,7 +581,7 @@ pub async fn invalid_kind_or_id_is_refused(h: Arc<dyn Harness>) -> Outcome {
 }
 
 /// A value over the document size limit is refused with TooLarge and nothing is written
-/// (DESIGN section 2, limits).
+/// (`docs/DESIGN.md` section 2, limits).
 pub async fn oversize_value_is_too_large(h: Arc<dyn Harness>) -> Outcome {
     let store = h.stores().states.clone();
     let kind = h.namespace().name("big");

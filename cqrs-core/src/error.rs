@@ -2,9 +2,15 @@
 //!
 //! Each variant is something a caller can act on: reload and retry ([`Error::Conflict`]),
 //! re-send the same batch ([`Error::Unavailable`]), fix the input ([`Error::InvalidInput`],
-//! [`Error::TooLarge`]), rebuild ([`Error::CheckpointMismatch`], [`Error::DataLoss`]) or give up.
+//! [`Error::TooLarge`]), wait longer or look at what did not happen ([`Error::Timeout`]),
+//! rebuild ([`Error::CheckpointMismatch`], [`Error::DataLoss`]) or give up.
+//!
+//! The `Display` text of every variant carries its cause's text too (a log line that prints
+//! only `{err}` says why, not just "backend unavailable"); the cause stays reachable through
+//! `source()` for code that inspects it. No text carries credentials: causes are driver errors
+//! or texts built by this SDK, neither of which quotes a connection URL.
 
-use std::fmt;
+use std::{fmt, time::Duration};
 
 use crate::{ExpectedVersion, StreamId, StreamState};
 
@@ -144,7 +150,7 @@ pub enum Error {
     },
 
     /// Encoding or decoding a payload failed.
-    #[error("codec error ({what})")]
+    #[error("codec error ({what}): {source}")]
     Codec {
         /// What was being encoded or decoded.
         what: String,
@@ -171,8 +177,12 @@ pub enum Error {
         to: u32,
     },
 
-    /// The server could not be reached or did not answer in time. Retryable.
-    #[error("backend unavailable ({outcome})")]
+    /// The server could not be reached, or a request to it failed on the way (a dropped
+    /// connection, the driver's network timeout, a server shutting down or failing over).
+    /// Retryable. A wait of the caller's own that ran out is [`Error::Timeout`] instead, and a
+    /// server that refuses for good (authentication, a missing schema) is
+    /// [`Error::Backend`].
+    #[error("backend unavailable ({outcome}): {source}")]
     Unavailable {
         /// Whether the call may have taken effect.
         outcome: Outcome,
@@ -240,8 +250,21 @@ pub enum Error {
     #[error("store is closed")]
     Closed,
 
-    /// Any other backend error, kept with its cause.
-    #[error("{backend} backend error")]
+    /// A wait on this side ran out before what it waited for happened (a runner's
+    /// `wait_until`, a horizon that did not pass). Nothing failed on the server, so it is not
+    /// [`Error::Unavailable`] and not retryable by [`Error::is_retryable`]: wait longer, or
+    /// look at the state the text names.
+    #[error("timed out after {after:?}: {what}")]
+    Timeout {
+        /// What was waited for and what was seen instead.
+        what: String,
+        /// How long the wait lasted.
+        after: Duration,
+    },
+
+    /// Any other backend error, kept with its cause. Not retryable: the text says what to
+    /// change (a missing migration, a refused password, a TLS set-up).
+    #[error("{backend} backend error: {source}")]
     Backend {
         /// Which backend.
         backend: &'static str,
@@ -280,6 +303,14 @@ impl Error {
         }
     }
 
+    /// Builds [`Error::Timeout`]: `what` was not reached within `after`.
+    pub fn timeout(what: impl Into<String>, after: Duration) -> Self {
+        Error::Timeout {
+            what: what.into(),
+            after,
+        }
+    }
+
     /// Builds [`Error::Unavailable`].
     pub fn unavailable(outcome: Outcome, source: impl Into<BoxError>) -> Self {
         Error::Unavailable {
@@ -288,8 +319,10 @@ impl Error {
         }
     }
 
-    /// True where retrying the same call can succeed without the caller changing anything.
-    /// A [`Error::Conflict`] is not retryable: reload first.
+    /// True where retrying the same call can succeed without the caller changing anything:
+    /// [`Error::Unavailable`] only. A [`Error::Conflict`] is not retryable (reload first), nor
+    /// is a [`Error::Timeout`] (nothing failed; wait longer) or a [`Error::Backend`] (a
+    /// permanent refusal whose text says what to change).
     pub fn is_retryable(&self) -> bool {
         matches!(self, Error::Unavailable { .. })
     }
@@ -297,5 +330,43 @@ impl Error {
     /// True for [`Error::Conflict`] and [`Error::StateConflict`]: reload and decide again.
     pub fn is_conflict(&self) -> bool {
         matches!(self, Error::Conflict { .. } | Error::StateConflict { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cause that only `source()` knew is useless in a log line that prints `{err}`.
+    #[test]
+    fn display_carries_the_cause() {
+        let refused = || std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let cases = [
+            Error::unavailable(Outcome::NotSent, refused()),
+            Error::backend("postgres", refused()),
+            Error::codec("event payload", refused()),
+        ];
+        for e in cases {
+            let text = e.to_string();
+            assert!(text.contains("connection refused"), "{text}");
+            assert!(std::error::Error::source(&e).is_some(), "{text}");
+        }
+        assert_eq!(
+            Error::unavailable(Outcome::NotSent, refused()).to_string(),
+            "backend unavailable (not sent): connection refused"
+        );
+    }
+
+    #[test]
+    fn a_timeout_says_what_and_how_long_and_is_not_retryable() {
+        let e = Error::timeout("projection titles: status handled >= 1", Duration::from_secs(5));
+        assert_eq!(
+            e.to_string(),
+            "timed out after 5s: projection titles: status handled >= 1"
+        );
+        assert!(!e.is_retryable());
+        assert!(!matches!(e, Error::Unavailable { .. }));
+        assert!(!Error::backend("redis", "WRONGTYPE").is_retryable());
+        assert!(Error::unavailable(Outcome::Unknown, "reset").is_retryable());
     }
 }

@@ -3,7 +3,7 @@
 
 use std::{fmt, time::Duration};
 
-use cqrs_core::{Error, Outcome, Result};
+use cqrs_core::{Error, Result};
 use tokio::{sync::watch, task::JoinHandle};
 
 /// A started background worker (a [`crate::ProjectionRunner`] or a [`crate::Relay`]):
@@ -50,25 +50,32 @@ impl<S: Clone + fmt::Debug> Handle<S> {
     /// Waits until `condition` holds for the status, or `timeout` passes.
     ///
     /// # Errors
-    /// [`Error::Unavailable`] naming the worker when the timeout passes first, or when its
-    /// task ended.
+    /// [`Error::Timeout`] naming the worker and its last status when the timeout passes
+    /// first (a wait of the caller's that ran out, not an outage: it is not retryable);
+    /// [`Error::Backend`] when the worker's task ended before the condition held (it stopped
+    /// or panicked, so waiting longer cannot help; its status says why).
     pub async fn wait_until(&self, condition: impl Fn(&S) -> bool, timeout: Duration) -> Result<S> {
         let mut rx = self.status.clone();
         let waited = tokio::time::timeout(timeout, rx.wait_for(|s| condition(s))).await;
         match waited {
             Ok(Ok(status)) => Ok(status.clone()),
-            Ok(Err(_)) => Err(Error::unavailable(
-                Outcome::NotSent,
-                format!("{} {}: its task ended", self.kind, self.name),
-            )),
-            Err(_) => Err(Error::unavailable(
-                Outcome::NotSent,
+            Ok(Err(_)) => Err(Error::backend(
+                "runtime",
                 format!(
-                    "{} {}: condition not reached within {timeout:?}; status {:?}",
+                    "{} {}: its task ended before the condition held; last status {:?}",
                     self.kind,
                     self.name,
                     self.status()
                 ),
+            )),
+            Err(_) => Err(Error::timeout(
+                format!(
+                    "{} {}: condition not reached; status {:?}",
+                    self.kind,
+                    self.name,
+                    self.status()
+                ),
+                timeout,
             )),
         }
     }
@@ -113,5 +120,53 @@ pub(crate) fn report_quarantined(reader: &'static str, name: &str, batch: &cqrs_
         .increment(batch.quarantined.len() as u64);
     for position in &batch.quarantined {
         tracing::warn!(reader, name, %position, "skipped a quarantined log entry (Admin::quarantine)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A wait that ran out is a timeout naming the worker, not an outage a caller retries.
+    #[tokio::test]
+    async fn wait_until_that_runs_out_is_a_timeout_naming_the_worker() {
+        let handle = Handle::spawn(
+            "projection",
+            "titles".into(),
+            0u32,
+            |status, mut stop| async move {
+                // Keeps the status sender alive: only a stop ends this worker.
+                let _status = status;
+                let _ = stop.changed().await;
+            },
+        );
+        let err = handle
+            .wait_until(|n| *n >= 1, Duration::from_millis(20))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Timeout { after, .. } if after == Duration::from_millis(20)),
+            "{err:?}"
+        );
+        assert!(!err.is_retryable(), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("projection titles") && text.contains("status 0"),
+            "{text}"
+        );
+        handle.stop().await.unwrap();
+    }
+
+    /// A worker whose task ended can never reach the condition: not retryable either.
+    #[tokio::test]
+    async fn wait_until_on_an_ended_task_is_not_retryable() {
+        let handle = Handle::spawn("relay", "orders".into(), 0u32, |_status, _stop| async move {});
+        let err = handle
+            .wait_until(|n| *n >= 1, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Backend { .. }), "{err:?}");
+        assert!(!err.is_retryable(), "{err}");
+        assert!(err.to_string().contains("relay orders: its task ended"), "{err}");
     }
 }

@@ -1,5 +1,5 @@
 //! Delivery: payload and headers intact, topics isolated, fan-out across groups, a new
-//! group's start, competing consumers (CONFORMANCE items 71-73, 79, 80).
+//! group's start, competing consumers (`docs/CONFORMANCE.md` items 71-73, 79, 80).
 
 use std::{collections::HashSet, sync::Arc};
 

@@ -1,5 +1,5 @@
 //! Failures: redelivery with backoff, dead letter after max attempts (atomically with the
-//! ack), sequenced dead letter, undecodable entries, the circuit breaker (CONFORMANCE items
+//! ack), sequenced dead letter, undecodable entries, the circuit breaker (`docs/CONFORMANCE.md` items
 //! 75, 87, 89, 91, 92).
 
 use std::{sync::Arc, time::Duration};

@@ -1,6 +1,6 @@
 //! Lifecycle: graceful stop, restart, a crashed consumer's messages claimed after the ack
 //! timeout, a slow handler keeping its claim, concurrent subscribe and stop, close
-//! (CONFORMANCE items 77, 78, 81, 84, 96).
+//! (`docs/CONFORMANCE.md` items 77, 78, 81, 84, 96).
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 

@@ -1,5 +1,5 @@
 //! Ordering: per-key order under concurrent publishers and competing consumers, no next
-//! message of a key while one is un-acknowledged, priorities (CONFORMANCE items 74, 76, 93).
+//! message of a key while one is un-acknowledged, priorities (`docs/CONFORMANCE.md` items 74, 76, 93).
 
 use std::{collections::HashMap, sync::Arc};
 

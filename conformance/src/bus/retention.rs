@@ -1,4 +1,4 @@
-//! Retention, metrics and health, and at-most-once transports (CONFORMANCE items 94, 95).
+//! Retention, metrics and health, and at-most-once transports (`docs/CONFORMANCE.md` items 94, 95).
 
 use std::{sync::Arc, time::Duration};
 
