@@ -13,7 +13,7 @@ pub use redis;
 /// # Errors
 /// An event the format cannot hold.
 pub fn pack_event(e: &EventData) -> Result<Vec<u8>> {
-    crate::event_store::pack(e)
+    crate::packed::pack(e)
 }
 
 /// One entry of a stream's events, as `read_stream` decodes it.
@@ -21,7 +21,7 @@ pub fn pack_event(e: &EventData) -> Result<Vec<u8>> {
 /// # Errors
 /// [`cqrs_core::Error::Corrupt`] for an entry that is not an event.
 pub fn decode_event(stream: &StreamId, partition: u32, entry: Value) -> Result<RecordedEvent> {
-    crate::event_store::decode_event(stream, partition, entry)
+    crate::packed::decode_event(stream, partition, entry)
 }
 
 /// One entry of a partition log, as `read_all` decodes it: `(entry id, stream, from, to)`.

@@ -114,7 +114,10 @@ fn entry_id(entry: &Value) -> Option<[u64; 2]> {
 /// A commit pointer as `(entry id, stream, from, to)`, for the fuzz targets.
 #[cfg(feature = "fuzzing")]
 pub(crate) fn commit_parts(entry: Value) -> Result<([u64; 2], String, u64, u64)> {
-    parse_commit(entry).map(|c| (c.id, c.stream, c.from, c.to))
+    match parse_commit(entry)? {
+        Ok(c) => Ok((c.id, c.stream.as_str().to_owned(), c.from, c.to)),
+        Err(id) => Err(Error::corrupt(format!("log entry {id:?} is not a commit pointer"))),
+    }
 }
 
 impl RedisBackend {
