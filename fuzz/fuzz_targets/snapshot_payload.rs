@@ -1,4 +1,4 @@
-//! The snapshot decode path: `compression::decompress` of a stored payload, and
+//! The snapshot decode path: `compression::decompress` of a stored payload, `Snapshot::unseal`, and
 //! `EventSourcedRepository::load` of a stored snapshot of any revision, content type,
 //! encoding and bytes (through the memory backend). No input panics or fails the load (an
 //! unreadable snapshot means a replay), a snapshot is used exactly when it decodes, and a
@@ -90,12 +90,15 @@ fuzz_target!(|data: &[u8]| {
     }
 
     let mut u = Unstructured::new(data);
-    // Raw bytes as a stored snapshot: used exactly when they decode as the current revision.
+    // Raw bytes as a stored snapshot, sealed over them or not: used exactly when the seal
+    // holds and they decode as the current revision.
     if let Ok(snap) = u.arbitrary::<Vec<u8>>().and_then(|p| snapshot(&mut u, p)) {
+        let snap = if u.arbitrary::<bool>().unwrap_or(false) { snap.seal() } else { snap };
         let decoded = (snap.schema_revision == Counter::SNAPSHOT_REVISION
             && snap.content_type == ContentType::Json)
-            .then(|| compression::decompress(snap.content_encoding, &snap.payload).ok())
+            .then(|| snap.unseal().ok())
             .flatten()
+            .and_then(|body| compression::decompress(snap.content_encoding, &body).ok())
             .and_then(|raw| Json::decode::<Counter>(&raw).ok());
         let version = snap.version;
         let (state, used) = load(snap);
@@ -116,7 +119,8 @@ fuzz_target!(|data: &[u8]| {
                 content_type: ContentType::Json,
                 content_encoding: enc,
                 taken_at: Timestamp::from_millis(0),
-            };
+            }
+            .seal();
             assert_eq!(load(snap), (state, 2));
         }
     }
