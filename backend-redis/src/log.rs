@@ -116,7 +116,9 @@ fn entry_id(entry: &Value) -> Option<[u64; 2]> {
 pub(crate) fn commit_parts(entry: Value) -> Result<([u64; 2], String, u64, u64)> {
     match parse_commit(entry)? {
         Ok(c) => Ok((c.id, c.stream.as_str().to_owned(), c.from, c.to)),
-        Err(id) => Err(Error::corrupt(format!("log entry {id:?} is not a commit pointer"))),
+        Err(id) => Err(Error::corrupt(format!(
+            "log entry {id:?} is not a commit pointer"
+        ))),
     }
 }
 

@@ -39,6 +39,9 @@ fuzz_target!(|data: &[u8]| {
     if cqrs_core::StreamId::new(stream.as_str()).is_ok() && from <= to {
         assert_eq!(decode_commit(entry).unwrap(), (id, stream, from, to));
     } else {
-        assert!(matches!(decode_commit(entry), Err(cqrs_core::Error::Corrupt { .. })));
+        assert!(matches!(
+            decode_commit(entry),
+            Err(cqrs_core::Error::Corrupt { .. })
+        ));
     }
 });

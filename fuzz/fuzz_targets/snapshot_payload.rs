@@ -93,7 +93,11 @@ fuzz_target!(|data: &[u8]| {
     // Raw bytes as a stored snapshot, sealed over them or not: used exactly when the seal
     // holds and they decode as the current revision.
     if let Ok(snap) = u.arbitrary::<Vec<u8>>().and_then(|p| snapshot(&mut u, p)) {
-        let snap = if u.arbitrary::<bool>().unwrap_or(false) { snap.seal() } else { snap };
+        let snap = if u.arbitrary::<bool>().unwrap_or(false) {
+            snap.seal()
+        } else {
+            snap
+        };
         let decoded = (snap.schema_revision == Counter::SNAPSHOT_REVISION
             && snap.content_type == ContentType::Json)
             .then(|| snap.unseal().ok())
