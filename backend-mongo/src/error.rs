@@ -71,28 +71,6 @@ pub(crate) enum CodeClass {
 /// What to do when the server refuses the login.
 const LOGIN_REFUSED: &str = "MongoDB refused the login: check the user, password and authSource of the URL";
 
-/// A driver error together with what to do about it: the `source` of an [`Error::Backend`]
-/// for a permanent refusal, so its text says both what happened and how to fix it.
-#[derive(Debug)]
-struct Hinted {
-    /// The driver's error.
-    cause: mongodb::error::Error,
-    /// What to do.
-    hint: &'static str,
-}
-
-impl std::fmt::Display for Hinted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}; {}", self.cause, self.hint)
-    }
-}
-
-impl std::error::Error for Hinted {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.cause)
-    }
-}
-
 /// Classifies a server error code.
 pub(crate) fn classify(c: i32) -> CodeClass {
     match c {
@@ -130,7 +108,7 @@ pub(crate) fn map(err: mongodb::error::Error) -> Error {
                 capability: "this operation needs a MongoDB replica set (transactions)",
             },
             CodeClass::Invalid => Error::invalid(format!("refused by MongoDB (code {c})")),
-            CodeClass::Permanent(hint) => Error::backend("MongoDB", Hinted { cause: err, hint }),
+            CodeClass::Permanent(hint) => Error::permanent("MongoDB", err, hint),
             CodeClass::DuplicateKey | CodeClass::Other => Error::backend("MongoDB", err),
         };
     }
@@ -146,19 +124,11 @@ pub(crate) fn map(err: mongodb::error::Error) -> Error {
         ErrorKind::InvalidArgument { .. } => Error::invalid(format!("refused by the MongoDB driver: {err}")),
         // A refused login or a TLS set-up the driver cannot use fails the same way on every
         // retry; the driver reports both as kinds, so they need no server code.
-        ErrorKind::Authentication { .. } => Error::backend(
+        ErrorKind::Authentication { .. } => Error::permanent("MongoDB", err, LOGIN_REFUSED),
+        ErrorKind::InvalidTlsConfig { .. } => Error::permanent(
             "MongoDB",
-            Hinted {
-                cause: err,
-                hint: LOGIN_REFUSED,
-            },
-        ),
-        ErrorKind::InvalidTlsConfig { .. } => Error::backend(
-            "MongoDB",
-            Hinted {
-                cause: err,
-                hint: "fix the TLS options of the URL (tls, tlsCAFile, tlsCertificateKeyFile)",
-            },
+            err,
+            "fix the TLS options of the URL (tls, tlsCAFile, tlsCertificateKeyFile)",
         ),
         ErrorKind::SessionsNotSupported => Error::Unsupported {
             capability: "this operation needs a MongoDB replica set (sessions)",

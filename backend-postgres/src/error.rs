@@ -66,9 +66,7 @@ pub(crate) fn map(err: sqlx::Error, sent: Sent, stream: Option<&StreamId>) -> Er
                 (c, _, _) => match classify(c) {
                     Class::Retry(Sent::No) => Error::unavailable(Outcome::NotSent, sqlx::Error::Database(db)),
                     Class::Retry(Sent::Maybe) => Error::unavailable(outcome, sqlx::Error::Database(db)),
-                    Class::Permanent(hint) => {
-                        Error::backend("postgres", Hinted::new(sqlx::Error::Database(db), hint))
-                    }
+                    Class::Permanent(hint) => Error::permanent("postgres", sqlx::Error::Database(db), hint),
                     Class::Other => Error::backend("postgres", sqlx::Error::Database(db)),
                 },
             }
@@ -79,12 +77,10 @@ pub(crate) fn map(err: sqlx::Error, sent: Sent, stream: Option<&StreamId>) -> Er
         e @ sqlx::Error::PoolTimedOut => Error::unavailable(Outcome::NotSent, e),
         // sqlx raises `Tls` only while building the TLS set-up (root certificate, client key,
         // host name), before any byte goes out: the same options fail the same way forever.
-        e @ sqlx::Error::Tls(_) => Error::backend(
+        e @ sqlx::Error::Tls(_) => Error::permanent(
             "postgres",
-            Hinted::new(
-                e,
-                "fix the TLS options of the URL (sslmode, sslrootcert, sslcert, sslkey)",
-            ),
+            e,
+            "fix the TLS options of the URL (sslmode, sslrootcert, sslcert, sslkey)",
         ),
         e @ (sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed | sqlx::Error::Protocol(_)) => {
             Error::unavailable(outcome, e)
@@ -137,35 +133,6 @@ pub(crate) fn classify(code: &str) -> Class {
         // Statement timeout or cancel, terminated backend, shutdown, connection errors.
         c if c == "57014" || c.starts_with("57P") || c.starts_with("08") => Class::Retry(Sent::Maybe),
         _ => Class::Other,
-    }
-}
-
-/// A driver error together with what to do about it: the `source` of an [`Error::Backend`]
-/// for a permanent refusal, so its text says both what happened and how to fix it.
-#[derive(Debug)]
-pub(crate) struct Hinted {
-    /// The driver's error.
-    cause: sqlx::Error,
-    /// What to do.
-    hint: &'static str,
-}
-
-impl Hinted {
-    /// Wraps `cause` with `hint`.
-    pub(crate) fn new(cause: sqlx::Error, hint: &'static str) -> Self {
-        Hinted { cause, hint }
-    }
-}
-
-impl std::fmt::Display for Hinted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}; {}", self.cause, self.hint)
-    }
-}
-
-impl std::error::Error for Hinted {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.cause)
     }
 }
 

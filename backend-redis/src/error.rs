@@ -15,7 +15,7 @@ pub(crate) fn redis_error(e: RedisError) -> Error {
     let io = io_kind(&e);
     match classify(e.kind(), e.code(), io) {
         Class::Retry(outcome) => Error::unavailable(outcome, e),
-        Class::Permanent(hint) => Error::backend("redis", Hinted { cause: e, hint }),
+        Class::Permanent(hint) => Error::permanent("redis", e, hint),
         Class::Other => {
             if e.is_timeout() || e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
                 Error::unavailable(Outcome::Unknown, e)
@@ -93,28 +93,6 @@ pub(crate) fn classify(kind: ErrorKind, code: Option<&str>, io: Option<std::io::
             Class::Permanent("the operating system refused the connection: check the socket's permissions")
         }
         _ => Class::Other,
-    }
-}
-
-/// A driver error together with what to do about it: the `source` of an [`Error::Backend`]
-/// for a permanent refusal, so its text says both what happened and how to fix it.
-#[derive(Debug)]
-pub(crate) struct Hinted {
-    /// The driver's error.
-    cause: RedisError,
-    /// What to do.
-    hint: &'static str,
-}
-
-impl std::fmt::Display for Hinted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}; {}", self.cause, self.hint)
-    }
-}
-
-impl std::error::Error for Hinted {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.cause)
     }
 }
 

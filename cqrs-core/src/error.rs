@@ -311,6 +311,19 @@ impl Error {
         }
     }
 
+    /// Builds [`Error::Backend`] for a permanent refusal: `cause` together with `hint`, what
+    /// to change, so the text says both what happened and how to fix it (`Display`:
+    /// "`<cause>; <hint>`"; `source()` still reaches the driver's error).
+    pub fn permanent(backend: &'static str, cause: impl Into<BoxError>, hint: &'static str) -> Self {
+        Error::Backend {
+            backend,
+            source: Box::new(Hinted {
+                cause: cause.into(),
+                hint,
+            }),
+        }
+    }
+
     /// Builds [`Error::Unavailable`].
     pub fn unavailable(outcome: Outcome, source: impl Into<BoxError>) -> Self {
         Error::Unavailable {
@@ -368,5 +381,27 @@ mod tests {
         assert!(!matches!(e, Error::Unavailable { .. }));
         assert!(!Error::backend("redis", "WRONGTYPE").is_retryable());
         assert!(Error::unavailable(Outcome::Unknown, "reset").is_retryable());
+    }
+}
+
+/// A driver error together with what to do about it: the `source` of an [`Error::Backend`]
+/// built by [`Error::permanent`].
+#[derive(Debug)]
+struct Hinted {
+    /// The driver's error.
+    cause: BoxError,
+    /// What to do.
+    hint: &'static str,
+}
+
+impl fmt::Display for Hinted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}; {}", self.cause, self.hint)
+    }
+}
+
+impl std::error::Error for Hinted {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.cause.as_ref())
     }
 }
